@@ -1,0 +1,24 @@
+"""layertour's compute engine: activations -> UMAP -> Procrustes alignment -> bundle, and the tour math.
+
+One module per stage (``activations``, ``embed``, ``align``, ``store``, ``pipeline``, ``tour``),
+plus ``device`` (back-end selection) and ``cli`` (the ``layertour`` command).
+
+Importing ``engine`` is cheap: it imports neither torch, CuPy, cuML, umap-learn nor VisPy and
+touches no GPU; heavy back ends load on first use. The engine never imports the viewer.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["load_bundle", "__version__"]
+
+
+def load_bundle(path):
+    """Open a bundle directory written by :mod:`engine.store` (arrays are memory-mapped).
+
+    Returns an :class:`engine.store.Bundle`.
+    """
+    from engine.store import load_bundle as _load
+
+    return _load(path)

@@ -1,0 +1,225 @@
+"""The ``layertour`` command: ``demo``, ``prepare``, ``view``, ``render``, ``import``, ``export``,
+``info``, ``similarity``, ``bench``.
+
+Argument parsing only: each subcommand imports its stage lazily and calls one function, so
+``layertour --help`` and ``layertour info`` start fast and never load torch or CuPy needlessly.
+This module is the product's composition point: it is the one place in ``engine`` that reaches
+into ``viewer`` (for ``view`` and ``render``), and only inside those subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  layertour demo                                  train a small CNN on digits, embed its layers, view them
+  layertour import ../shared/data/umap-tour/googlenet ../shared/data/umap-tour/resnet50 --out study.lt
+  layertour view study.lt --model googlenet
+  layertour render study.lt --frames 120 --out tour.gif
+  layertour prepare --model googlenet --weights DEFAULT --images ~/imagenet/val --n 50000 \\
+                    --layers study --out googlenet.lt
+  layertour info                                  back end, library versions, OpenGL renderer
+"""
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="compute back end (default auto: CUDA when available; env LAYERTOUR_DEVICE)")
+
+
+def _add_view_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="bundle directory (from prepare, import or demo)")
+    p.add_argument("--model", help="model to show (default: the bundle's first model)")
+    p.add_argument("--layer", help="layer id or index to start on (default: the first layer)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="show models A and B side by side")
+    p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2-D or 3-D projection (default 2)")
+    p.add_argument("--state", type=Path, help="saved view (JSON) to start from")
+    p.add_argument("--color", help="attribute to colour by (default: the bundle's default label set)")
+    p.add_argument("--render-path", default="auto", choices=["auto", "cuda", "copy", "shader"],
+                   help="auto picks CUDA-GL interop on NVIDIA, else the vertex-shader path")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tour's random targets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layertour",
+        description="See how a neural network's layers organise images: record activations, embed "
+                    "each layer to 15-D with UMAP, align layers with Procrustes, and explore them with "
+                    "an interactive Grand Tour.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train a small CNN on scikit-learn digits, embed, align, view",
+                       description="The main job on a fresh machine: trains (seeded, cached) a small CNN "
+                                   "on scikit-learn's digits, records its layers, embeds them with UMAP, "
+                                   "aligns them, writes a bundle and opens the viewer (or, with no "
+                                   "display, renders a GIF of the tour).")
+    p.add_argument("--out", type=Path, default=Path("demo.lt"), help="bundle path (default demo.lt)")
+    p.add_argument("--no-view", action="store_true", help="do not open a window; render a GIF instead")
+    p.add_argument("--gif", type=Path, help="where to write the GIF when not viewing (default BUNDLE/tour.gif)")
+    p.add_argument("--resume", action="store_true", help="reuse finished layers of an interrupted run")
+    _add_device(p)
+
+    p = sub.add_parser("prepare", help="activations -> 15-D UMAP -> alignment -> bundle",
+                       description="Record the chosen layers of one or more models over the same images, "
+                                   "embed each layer with UMAP, align layers and models, write a bundle.")
+    p.add_argument("--model", action="append", required=True,
+                   help="torchvision model name (googlenet, resnet50, ...) or FILE.py:factory; repeat for "
+                        "several models over the same images")
+    p.add_argument("--weights", default="DEFAULT",
+                   help="DEFAULT (torchvision pretrained, downloads once), none (random init), or a "
+                        "state-dict PATH (default DEFAULT)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path, help="image folder in ImageFolder layout (class/xxx.jpg)")
+    src.add_argument("--digits", action="store_true", help="scikit-learn's bundled 8x8 digits (1,797 images)")
+    p.add_argument("--n", type=int, help="number of images (default: all); first N in folder order")
+    p.add_argument("--layers", default="study",
+                   help="'study' (the UMAP Tour's preset for googlenet/resnet50), 'all-leaves', or "
+                        "comma-separated module names (default study)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--resume", action="store_true", help="reuse finished layers of an interrupted run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dim", type=int, default=15, help="embedding dimension (default 15)")
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--min-dist", type=float, default=0.1)
+    p.add_argument("--init", default="spectral", choices=["spectral", "previous"],
+                   help="UMAP init: spectral (the study's) or previous (start from the previous layer)")
+    p.add_argument("--pooling", default="avg", choices=["avg", "max"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--umap-backend", default="auto", choices=["auto", "cuml", "umap-learn"])
+    p.add_argument("--memory-budget", type=float,
+                   help="GiB the recorded activations may use (default: 60%% of free device/host memory)")
+    _add_device(p)
+
+    p = sub.add_parser("view", help="open the interactive Grand Tour viewer on a bundle")
+    _add_view_args(p)
+
+    p = sub.add_parser("render", help="render a bundle's tour headless to PNG, GIF or MP4")
+    _add_view_args(p)
+    p.add_argument("--size", default="800x800", help="WxH in pixels (default 800x800)")
+    p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--out", type=Path, required=True, help="FILE.png, FILE.gif or FILE.mp4")
+
+    p = sub.add_parser("import", help="import the original UMAP Tour data layout into a bundle")
+    p.add_argument("dirs", nargs="+", type=Path, help="model directories (each with schema.json)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    p.add_argument("--name", action="append", help="model name for each DIR, in order (default: dir name)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+
+    p = sub.add_parser("export", help="export a bundle to the original UMAP Tour layout")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--format", default="umap-tour", choices=["umap-tour"])
+    p.add_argument("--model", action="append", help="models to export (default all)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (one subdirectory per model)")
+
+    p = sub.add_parser("similarity", help="layer-similarity matrix between two models of a bundle")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("a", help="model A (rows)")
+    p.add_argument("b", help="model B (columns)")
+    p.add_argument("--out", type=Path, required=True, help="S.csv (table) or S.png (heat map)")
+    _add_device(p)
+
+    p = sub.add_parser("info", help="back end, library versions, OpenGL renderer, CUDA device")
+    _add_device(p)
+    p.add_argument("--no-gl", action="store_true", help="skip creating an OpenGL context")
+
+    p = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
+    p.add_argument("name", help="store, tour, similarity, prepare, viewer, scale")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "info":
+        from engine.info import report
+
+        print(report(device=args.device, gl=not args.no_gl))
+        return 0
+    if cmd == "import":
+        from engine.store import import_umap_tour
+
+        path = import_umap_tour(args.dirs, args.out, names=args.name, overwrite=args.force)
+        print(f"wrote {path}")
+        return 0
+    if cmd == "export":
+        from engine.store import export_umap_tour
+
+        for path in export_umap_tour(args.bundle, args.out, models=args.model):
+            print(f"wrote {path}")
+        return 0
+    if cmd == "similarity":
+        from engine.align import export_similarity
+
+        export_similarity(args.bundle, args.a, args.b, args.out, device=args.device)
+        print(f"wrote {args.out}")
+        return 0
+    if cmd == "prepare":
+        from engine.pipeline import prepare_from_args
+
+        path = prepare_from_args(args)
+        print(f"wrote {path}")
+        return 0
+    if cmd == "demo":
+        from engine.demo import run_demo
+
+        return run_demo(out=args.out, view=not args.no_view, gif=args.gif, device=args.device,
+                        resume=args.resume)
+    if cmd in ("view", "render"):
+        try:
+            import viewer.cli as viewer_cli
+        except ImportError as exc:
+            raise CliError(f"the viewer is not installed ({exc}); pip install 'layertour[viewer]'") from exc
+        return viewer_cli.view(args) if cmd == "view" else viewer_cli.render(args)
+    if cmd == "bench":
+        import runpy
+
+        script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.name}.py"
+        if not script.exists():
+            raise CliError(f"no benchmark {args.name!r} ({script} does not exist)")
+        sys.argv = [str(script), *args.rest]
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+    raise CliError(f"unknown command {cmd!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from engine.device import CudaUnavailableError
+
+    user_errors: tuple[type[BaseException], ...] = (CliError, CudaUnavailableError, FileNotFoundError)
+    try:
+        from engine.store import BundleError
+
+        user_errors += (BundleError,)
+    except ImportError:
+        pass
+    try:
+        return _dispatch(args)
+    except user_errors as exc:
+        print(f"layertour {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"layertour {args.command}: interrupted (finished layers are kept; rerun with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

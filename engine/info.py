@@ -1,0 +1,113 @@
+"""``layertour info``: the chosen back end, library versions, OpenGL renderer and CUDA device.
+
+Versions come from package metadata (no heavy import); the back end is resolved for real; the
+OpenGL renderer is read from a hidden 1x1 VisPy window in a subprocess, so a broken GL stack
+cannot take this process down.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+
+PACKAGES = [
+    ("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"), ("torchvision", "torchvision"),
+    ("CuPy", "cupy-cuda13x"), ("CuPy (cu12)", "cupy-cuda12x"), ("cuML", "cuml-cu13"),
+    ("cuML (cu12)", "cuml-cu12"), ("cuda-core", "cuda-core"), ("cuda-bindings", "cuda-bindings"),
+    ("umap-learn", "umap-learn"), ("scikit-learn", "scikit-learn"), ("VisPy", "vispy"),
+    ("glfw", "glfw"), ("PyOpenGL", "PyOpenGL"), ("dask", "dask"),
+]
+
+_GL_PROBE = r"""
+import json, vispy
+vispy.use("glfw")
+from vispy import app, gloo
+c = app.Canvas(show=False, size=(1, 1))
+c.set_current()
+from vispy.gloo import gl
+print(json.dumps({"renderer": gl.glGetParameter(gl.GL_RENDERER),
+                  "version": gl.glGetParameter(gl.GL_VERSION),
+                  "vendor": gl.glGetParameter(gl.GL_VENDOR)}))
+c.close()
+"""
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for label, dist in PACKAGES:
+        try:
+            out[label] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            if label.endswith("(cu12)"):
+                continue
+            out.setdefault(label, None)
+    # CuPy may also be installed under its generic name (a source build).
+    if out.get("CuPy") is None:
+        try:
+            out["CuPy"] = metadata.version("cupy")
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def gl_renderer(timeout: float = 20.0) -> dict | str:
+    """The OpenGL renderer of a hidden window, or the reason none could be made."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "no OpenGL context (timed out)"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return f"no OpenGL context ({last})"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(device: str = "auto", gl: bool = True) -> str:
+    from engine.device import CudaUnavailableError, resolve
+
+    lines = [f"layertour {metadata.version('layertour') if _installed() else '(source tree)'}",
+             f"python     {platform.python_version()} ({sys.executable})"]
+    try:
+        b = resolve(device)
+        lines.append(f"back end   {b.name} — {b.device_name} [{b.reason}]")
+    except CudaUnavailableError as exc:
+        lines.append(f"back end   unavailable: {exc}")
+    lines.append("versions:")
+    for name, ver in versions().items():
+        lines.append(f"  {name:<14} {ver or 'not installed'}")
+    if gl:
+        r = gl_renderer()
+        if isinstance(r, dict):
+            lines.append(f"OpenGL     {r['renderer']} ({r['vendor']}; {r['version']})")
+        else:
+            lines.append(f"OpenGL     {r}")
+        lines.append(f"render path {_render_path(r)}")
+    return "\n".join(lines)
+
+
+def _render_path(gl_info) -> str:
+    """Which viewer render path ``auto`` would pick (the viewer makes the final choice at run time)."""
+    from engine.device import resolve
+
+    try:
+        cuda = resolve("auto").is_cuda
+    except Exception:
+        cuda = False
+    nvidia_gl = isinstance(gl_info, dict) and "nvidia" in str(gl_info.get("vendor", "")).lower()
+    if cuda and nvidia_gl:
+        return "cuda (CUDA-OpenGL interop: the project kernel writes the vertex buffer)"
+    if cuda:
+        return "copy (CUDA compute, device->host->GL copy: the GL context is not NVIDIA's)"
+    return "shader (vertex-shader projection; no CUDA)"
+
+
+def _installed() -> bool:
+    try:
+        metadata.version("layertour")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
