@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "display, renders a GIF of the tour).")
     p.add_argument("--out", type=Path, default=Path("demo.lt"), help="bundle path (default demo.lt)")
     p.add_argument("--no-view", action="store_true", help="do not open a window; render a GIF instead")
-    p.add_argument("--gif", type=Path, help="where to write the GIF when not viewing (default BUNDLE/tour.gif)")
+    p.add_argument("--gif", type=Path, help="where to write the GIF when not viewing (default <bundle>-tour.gif)")
     p.add_argument("--resume", action="store_true", help="reuse finished layers of an interrupted run")
     _add_device(p)
 
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "comma-separated module names (default study)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--resume", action="store_true", help="reuse finished layers of an interrupted run")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out (only once "
+                   "the new one is complete)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dim", type=int, default=15, help="embedding dimension (default 15)")
     p.add_argument("--n-neighbors", type=int, default=15)
@@ -171,10 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     if cmd == "demo":
-        from engine.demo import run_demo
-
-        return run_demo(out=args.out, view=not args.no_view, gif=args.gif, device=args.device,
-                        resume=args.resume)
+        return _demo(args)
     if cmd in ("view", "render"):
         try:
             import viewer.cli as viewer_cli
@@ -191,6 +190,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         runpy.run_path(str(script), run_name="__main__")
         return 0
     raise CliError(f"unknown command {cmd!r}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Build the demo bundle, then view it (with a display) or render a GIF of its tour."""
+    import os
+    import time
+
+    from engine.demo import build_demo_bundle
+
+    t0 = time.perf_counter()
+    path = build_demo_bundle(args.out, device=args.device, resume=args.resume)
+    print(f"demo bundle written to {path} in {time.perf_counter() - t0:.0f}s")
+    try:
+        import viewer.cli as viewer_cli
+    except ImportError as exc:
+        print(f"viewer not installed ({exc}); open the bundle later with: layertour view {path}")
+        return 0
+    parser = build_parser()
+    if not args.no_view and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return viewer_cli.view(parser.parse_args(["view", str(path)]))
+    gif = args.gif or Path(path).with_name(Path(path).stem + "-tour.gif")
+    rc = viewer_cli.render(parser.parse_args(["render", str(path), "--frames", "90", "--size", "480x480",
+                                              "--out", str(gif)]))
+    if rc == 0:
+        print(f"tour rendered to {gif}; explore it with: layertour view {path}")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One prepared run on a lent GPU machine (torch, CuPy, numba; no cuML, VisPy or umap-learn there,
+# and no network): installs the small wheels carried in .whl/, the GL/EGL loaders carried in .gl/,
+# then runs the `gpu` tests with LAYERTOUR_REQUIRE_GPU=1 (a missing GPU fails instead of skipping)
+# and the benchmarks, writing logs and JSON under $OUT (default ./gpu-check-out).
+#
+#   device run:  bash benchmarks/gpu_check.sh            (carry: .whl .gl)
+#   budget:      ~8 minutes in all; each step has its own timeout so one hang cannot eat the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} LAYERTOUR_REQUIRE_GPU=1
+export LAYERTOUR_CACHE=/tmp/layertour-cache NUMBA_CACHE_DIR=/tmp/numba-cache
+PY=${PY:-python3}
+step() { echo; echo "=== $1 ($(date +%T))"; }
+
+step "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; $PY -V; nvcc --version | tail -1; } 2>&1 | tee "$OUT/machine.txt"
+
+step "carried wheels and GL loaders"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+if ls .gl/*.deb >/dev/null 2>&1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  [ -f /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json ] && \
+    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
+$PY -m engine.cli info --no-gl 2>&1 | tee "$OUT/info.txt"
+
+step "nvcc: every kernel for sm_80/sm_90, warnings as errors, no spills"
+timeout 120 $PY -m pytest -q tests/test_kernels_nvcc.py 2>&1 | tail -5 | tee "$OUT/nvcc.txt"
+
+step "gpu tests (LAYERTOUR_REQUIRE_GPU=1)"
+timeout 240 $PY -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" -ra 2>&1 \
+  | tee "$OUT/gpu-tests.log" | tail -40
+
+step "benchmarks"
+timeout 90 $PY benchmarks/bench_tour.py --json "$OUT/bench_tour.json" 2>&1 | tee "$OUT/bench_tour.txt" | tail -30
+timeout 60 $PY benchmarks/bench_similarity.py --json "$OUT/bench_similarity.json" 2>&1 | tee "$OUT/bench_similarity.txt" | tail -12
+timeout 150 $PY benchmarks/bench_prepare.py --gpu --json "$OUT/bench_prepare.json" 2>&1 | tee "$OUT/bench_prepare.txt" | tail -30
+timeout 60 $PY benchmarks/bench_viewer.py --egl --json "$OUT/bench_viewer.json" 2>&1 | tee "$OUT/bench_viewer.txt" | tail -20
+
+step "done"
+ls -la "$OUT"

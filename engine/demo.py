@@ -1,0 +1,153 @@
+"""``layertour demo``: a real end-to-end run that fits a 2-core laptop in a few minutes.
+
+Trains (seeded; cached in the user cache directory) a small CNN on scikit-learn's bundled 8x8
+digits (1,797 images, no download), records eight layers (input, conv1, pool1, conv2, pool2, fc1,
+fc2 logits, softmax), embeds each to 15-D with UMAP, aligns them and writes a bundle with labels,
+predictions, confidence and thumbnails. Viewing or rendering the result is the CLI's job (the
+engine never imports the viewer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("layertour")
+
+ARCH_VERSION = 1  # bump when DigitsCNN changes, so cached weights are not reused across architectures
+DEMO_LAYERS = [  # (id, module name, kind): the study's "<index>-<ModuleClass>" ids
+    ("0-Input", "input", "input"),
+    ("1-Conv2d", "conv1", "module"),
+    ("2-MaxPool2d", "pool1", "module"),
+    ("3-Conv2d", "conv2", "module"),
+    ("4-MaxPool2d", "pool2", "module"),
+    ("5-Linear", "fc1", "module"),
+    ("6-Linear", "fc2", "module"),
+    ("7-Softmax", "softmax", "softmax"),
+]
+
+
+def _build_model():
+    import torch.nn as nn
+
+    class DigitsCNN(nn.Module):
+        """1x8x8 -> conv(16) -> pool -> conv(32) -> pool -> fc(64) -> fc(10)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+            self.relu1 = nn.ReLU()
+            self.pool1 = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+            self.relu2 = nn.ReLU()
+            self.pool2 = nn.MaxPool2d(2)
+            self.flatten = nn.Flatten()
+            self.fc1 = nn.Linear(32 * 2 * 2, 64)
+            self.relu3 = nn.ReLU()
+            self.fc2 = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.pool1(self.relu1(self.conv1(x)))
+            x = self.pool2(self.relu2(self.conv2(x)))
+            return self.fc2(self.relu3(self.fc1(self.flatten(x))))
+
+    return DigitsCNN()
+
+
+def cache_dir() -> Path:
+    """$LAYERTOUR_CACHE, else $XDG_CACHE_HOME/layertour, else ~/.cache/layertour."""
+    if os.environ.get("LAYERTOUR_CACHE"):
+        return Path(os.environ["LAYERTOUR_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "layertour"
+
+
+def load_digits_data(seed: int = 0):
+    """Digits as float32 (N,1,8,8) in [0,1], int64 labels, and a seeded 80/20 train mask."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    train = np.zeros(len(y), dtype=bool)
+    train[rng.permutation(len(y))[: int(0.8 * len(y))]] = True
+    return x, y, train
+
+
+def train_digits_cnn(seed: int = 0, epochs: int = 30, use_cache: bool = True):
+    """Train (or load from cache) the demo CNN. Returns (model in eval mode, test accuracy)."""
+    import torch
+
+    path = cache_dir() / f"digits-cnn-v{ARCH_VERSION}-seed{seed}-e{epochs}.pt"
+    model = _build_model()
+    if use_cache and path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            log.info("demo: loaded cached CNN from %s (test accuracy %.3f)", path, float(saved["accuracy"]))
+            return model.eval(), float(saved["accuracy"])
+        except Exception as exc:  # a corrupt cache file is retrained, not fatal
+            log.warning("demo: ignoring unreadable cache %s (%s)", path, exc)
+    x, y, train = load_digits_data(seed)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(yt), generator=g)
+        for start in range(0, len(order), 64):
+            idx = order[start:start + 64]
+            opt.zero_grad()
+            loss_fn(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x[~train])).argmax(1).numpy()
+    acc = float((pred == y[~train]).mean())
+    log.info("demo: trained CNN in %.1fs, test accuracy %.3f", time.perf_counter() - t0, acc)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "accuracy": acc}, tmp)
+        os.replace(tmp, path)
+    return model, acc
+
+
+def build_demo_bundle(out: str | Path = "demo.lt", device: str = "auto", resume: bool = False,
+                      seed: int = 0, progress: bool = True) -> Path:
+    """Train/load the CNN, then ``prepare`` its eight layers over all 1,797 digits into ``out``."""
+    import torch
+
+    from engine.inputs import tensor_inputs
+    from engine.models import LayerSpec
+    from engine.pipeline import ModelJob, PrepareConfig, prepare
+
+    model, acc = train_digits_cnn(seed)
+    x, y, train = load_digits_data(seed)
+    with torch.no_grad():
+        prob = torch.softmax(model(torch.from_numpy(x)), 1).numpy()
+    pred = prob.argmax(1)
+    names = [str(i) for i in range(10)]
+    inputs = tensor_inputs(torch.from_numpy(x), labels=y, label_names=names)
+    layers = [LayerSpec(id=i, name=n, kind=k) for i, n, k in DEMO_LAYERS]
+    job = ModelJob(name="digits-cnn", module=model, layers=layers,
+                   meta={"source": "engine.demo.DigitsCNN", "test_accuracy": round(acc, 4),
+                         "train_images": int(train.sum())})
+    extra = {
+        "prediction": {"values": pred.astype(np.int32), "kind": "categorical", "categories": names},
+        "correct": {"values": (pred == y).astype(np.int32), "kind": "categorical",
+                    "categories": ["wrong", "correct"]},
+        "split": {"values": train.astype(np.int32), "kind": "categorical", "categories": ["test", "train"]},
+        "confidence": {"values": prob[np.arange(len(y)), y].astype(np.float32), "kind": "continuous",
+                       "extent": [0.0, 1.0]},
+    }
+    return prepare([job], inputs, out, PrepareConfig(device=device, seed=42), resume=resume,
+                   overwrite=True, progress=progress, extra_attributes=extra,
+                   provenance={"demo": {"cnn_test_accuracy": round(acc, 4), "seed": seed}})
