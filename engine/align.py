@@ -1,0 +1,516 @@
+"""Alignment stage: orthogonal Procrustes, the canonical frame, layer similarity and movement.
+
+Every function derives its array module from its inputs (:func:`engine.device.array_module`), so
+NumPy arrays (``numpy.memmap`` included) stay on the host and CuPy arrays stay on the device;
+results come back in the caller's array type. Large ``(N, p)`` inputs are read in row chunks and
+cast to float64 chunk by chunk, so a float32 memmap is never copied whole; the small ``p x p``
+products are accumulated in float64 and their SVDs run in float64 (on the host for single
+matrices, where a device SVD would be pure launch overhead).
+
+Maths (``../shared/research/anchors-umap-tour.md`` §A.4, §A.7, §A.10):
+
+- Procrustes: ``Q = argmin_{Q in O(p)} ||A Q - B||_F = U V^T`` with ``A^T B = U S V^T``.
+- Canonical frame: every layer is centred; layer 0 keeps its axes; layer k is rotated onto its
+  already-aligned predecessor, so ``aligned_k = (E_k - center_k) @ rotation_k`` puts every layer
+  of a model in layer 0's frame (no path dependence when jumping between layers).
+- Similarity: ``S(A, B) = ||A'^T B'||_* / sqrt(||A'^T A'||_* ||B'^T B'||_*)`` on centred ``A'``,
+  ``B'``; since ``A'^T A'`` is PSD its nuclear norm is ``||A'||_F^2``. ``S`` is the cosine between
+  the embeddings after the best orthogonal alignment: ``min_Q ||A^ Q - B^||_F^2 = 2 (1 - S)`` for
+  unit-Frobenius ``A^``, ``B^``.
+- Movement: ``d_i = ||x_i Q - y_i||`` with each centred embedding divided by its mean row norm and
+  ``Q`` fitted on a seeded sample of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.device import array_module, resolve, to_host
+
+__all__ = [
+    "Alignment",
+    "center",
+    "procrustes",
+    "canonical_alignment",
+    "cross_model_rotation",
+    "similarity",
+    "similarity_matrix",
+    "consecutive_similarity",
+    "movement",
+    "export_similarity",
+    "viridis",
+]
+
+# Bytes of float64 scratch one row chunk may take (bounds memory on 1M-point inputs).
+CHUNK_BYTES = 128 * 2**20
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One layer's place in the canonical frame: ``aligned = (E - center) @ rotation``.
+
+    rotation : (p, p) float64, orthogonal, in the embeddings' array type (NumPy or CuPy)
+    center : (p,) float64, the layer's column mean, same array type
+    residual : normalised Procrustes residual against the layer it was rotated onto,
+        ``||A^ Q - B^||_F^2`` with both centred and scaled to unit Frobenius norm (0 = rigid
+        copy, 2 = unrelated; 0 for layer 0)
+    """
+
+    rotation: object
+    center: object
+    residual: float
+
+    def apply(self, E):
+        """Aligned copy of ``E`` ((N, p), NumPy or CuPy): ``(E - center) @ rotation``, in E's float dtype."""
+        xp = array_module(E, self.rotation)
+        E = xp.asarray(E)
+        dtype = E.dtype if E.dtype.kind == "f" else xp.float64
+        R = xp.asarray(self.rotation, dtype=dtype)
+        c = xp.asarray(self.center, dtype=dtype)
+        return (E.astype(dtype, copy=False) - c) @ R
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _check_2d(A, name: str):
+    shape = getattr(A, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"{name} must be a 2-D (N, p) array, got shape {shape}")
+    if shape[0] < 2 or shape[1] < 1:
+        raise ValueError(f"{name} must have at least 2 rows and 1 column, got shape {tuple(shape)}")
+    return A
+
+
+def _check_rows(A, B, name_a: str, name_b: str) -> None:
+    if A.shape[0] != B.shape[0]:
+        raise ValueError(
+            f"{name_a} has {A.shape[0]} rows but {name_b} has {B.shape[0]}: rows must be the same points"
+        )
+
+
+def _chunk_rows(width: int) -> int:
+    return max(1024, CHUNK_BYTES // (8 * max(width, 1)))
+
+
+def _mean64(A, xp):
+    """Column mean of (N, p) ``A`` as (p,) float64 in ``xp`` (reads A once; no full copy)."""
+    return xp.asarray(A).mean(axis=0, dtype=xp.float64)
+
+
+def _centered_cross(A, B, mu_a, mu_b, xp):
+    """``(A - mu_a)^T (B - mu_b)`` as (pa, pb) float64 in ``xp``, accumulated over row chunks."""
+    n = A.shape[0]
+    step = _chunk_rows(A.shape[1] + B.shape[1])
+    out = xp.zeros((A.shape[1], B.shape[1]), dtype=xp.float64)
+    for s in range(0, n, step):
+        a = xp.asarray(A[s : s + step], dtype=xp.float64) - mu_a
+        b = xp.asarray(B[s : s + step], dtype=xp.float64) - mu_b
+        out += a.T @ b
+    return out
+
+
+def _sq_norm(A, mu, xp) -> float:
+    """``||A - mu||_F^2`` (float64) over row chunks."""
+    step = _chunk_rows(A.shape[1])
+    total = 0.0
+    for s in range(0, A.shape[0], step):
+        a = xp.asarray(A[s : s + step], dtype=xp.float64) - mu
+        total += float((a * a).sum())
+    return total
+
+
+def _rotation_from_cross(M: np.ndarray, rotation_only: bool) -> np.ndarray:
+    """Orthogonal (p, p) float64 maximising trace(Q^T M), from the host (p, p) float64 ``M``."""
+    if not np.all(np.isfinite(M)):
+        raise ValueError("Procrustes cross-product has non-finite entries (NaN or inf in the input)")
+    U, _, Vt = np.linalg.svd(M)
+    if rotation_only and np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        U = U.copy()
+        U[:, -1] = -U[:, -1]
+    return U @ Vt
+
+
+# ------------------------------------------------------------------------------------------ public
+
+
+def center(A):
+    """Centre the columns of ``A``.
+
+    A : (N, p) float array, NumPy (memmap ok) or CuPy.
+    Returns ``(A - mean, mean)``: the centred (N, p) array in A's float dtype (float64 for integer
+    input) and the (p,) float64 mean, both in A's array type. The mean is accumulated in float64.
+    """
+    _check_2d(A, "A")
+    xp = array_module(A)
+    A = xp.asarray(A)
+    mu = _mean64(A, xp)
+    dtype = A.dtype if A.dtype.kind == "f" else xp.float64
+    return A - mu.astype(dtype), mu
+
+
+def procrustes(A, B, *, rotation_only: bool = False):
+    """Orthogonal ``Q`` (p, p) minimising ``||A Q - B||_F`` (no centring: centre first if needed).
+
+    A, B : (N, p) arrays, same N and p, NumPy or CuPy (the products run where the data live).
+    rotation_only : if True, restrict to det(Q) = +1 (a proper rotation); by default reflections
+        are allowed, as in the study.
+    Returns (p, p) float64 in the inputs' array type. ``A^T B`` is accumulated in float64 over row
+    chunks; its p x p SVD runs on the host in float64.
+    """
+    _check_2d(A, "A")
+    _check_2d(B, "B")
+    _check_rows(A, B, "A", "B")
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"A has {A.shape[1]} columns but B has {B.shape[1]}: Procrustes needs the same p")
+    xp = array_module(A, B)
+    zero = xp.zeros(A.shape[1], dtype=xp.float64)
+    M = to_host(_centered_cross(A, B, zero, zero, xp))
+    return xp.asarray(_rotation_from_cross(M, rotation_only))
+
+
+def _iter_layers(embeddings) -> Iterable:
+    if callable(embeddings):
+        embeddings = embeddings()
+    if isinstance(embeddings, (str, bytes)) or not isinstance(embeddings, Iterable):
+        raise TypeError(
+            "embeddings must be a sequence of (N, p) arrays, an iterable yielding them, "
+            f"or a zero-argument callable returning such an iterable; got {type(embeddings).__name__}"
+        )
+    return embeddings
+
+
+def canonical_alignment(embeddings, chain: bool = True, *, rotation_only: bool = False) -> list[Alignment]:
+    """Put every layer of one model into layer 0's frame.
+
+    embeddings : a sequence of (N, p) arrays (NumPy, memmap or CuPy), an iterable that yields them
+        one at a time, or a zero-argument callable returning such an iterable. At most two layers
+        (three with ``chain=False``) are held as float64 at once, so a generator over a bundle
+        aligns any number of layers in bounded memory.
+    chain : True rotates layer k onto the already-aligned layer k-1 (small steps, smooth
+        transitions); False rotates every layer directly onto layer 0.
+    Returns one :class:`Alignment` per layer; layer 0's rotation is the identity. The aligned
+    layer is ``(E_k - center_k) @ rotation_k`` and lands in layer 0's (centred) frame.
+    """
+    out: list[Alignment] = []
+    ref = first = None  # (raw layer, its mean, its rotation, ||centred||_F^2) of the target layer
+    for k, E in enumerate(_iter_layers(embeddings)):
+        name = f"embeddings[{k}]"
+        _check_2d(E, name)
+        xp = array_module(E)
+        mu = _mean64(E, xp)
+        if ref is None:
+            p = E.shape[1]
+            R = np.eye(p)
+            out.append(Alignment(xp.asarray(R), mu, 0.0))
+            ref = (E, mu, R, _sq_norm(E, mu, xp))
+            first = ref
+            continue
+        tgt = ref if chain else first
+        T, mu_t, R_t, sq_t = tgt
+        _check_rows(T, E, f"embeddings[{k - 1 if chain else 0}]", name)
+        if E.shape[1] != T.shape[1]:
+            raise ValueError(f"{name} has {E.shape[1]} columns but layer 0 has {T.shape[1]}")
+        # (E - mu)^T (T - mu_t) R_t is the cross-product with the aligned target.
+        M = to_host(_centered_cross(E, T, mu, mu_t, array_module(E, T))) @ R_t
+        R = _rotation_from_cross(M, rotation_only)
+        sq = _sq_norm(E, mu, xp)
+        if sq <= 0.0 or sq_t <= 0.0:
+            raise ValueError(f"{name} or its target has zero variance (a constant embedding)")
+        residual = max(0.0, 2.0 - 2.0 * float(np.trace(R.T @ M)) / np.sqrt(sq * sq_t))
+        out.append(Alignment(xp.asarray(R), mu, float(residual)))
+        ref = (E, mu, R, sq)
+    if not out:
+        raise ValueError("embeddings is empty: nothing to align")
+    return out
+
+
+def cross_model_rotation(ref_a_aligned, ref_b_aligned, *, rotation_only: bool = False):
+    """Rotation taking model B's canonical frame into model A's.
+
+    ref_a_aligned, ref_b_aligned : (N, p) aligned embeddings of the same N points (rows in the same
+        order), one per model; by default each model's input layer. They are centred here again,
+        which is a no-op for aligned layers.
+    Returns ``Q`` (p, p) float64 in the inputs' array type with ``ref_b_aligned @ Q ~ ref_a_aligned``.
+    Combine with the per-layer alignments of model B as ``rotation_b' = rotation_b @ Q`` (centres
+    unchanged): then ``(E_b - center_b) @ rotation_b'`` lies in model A's frame.
+    """
+    _check_2d(ref_a_aligned, "ref_a_aligned")
+    _check_2d(ref_b_aligned, "ref_b_aligned")
+    _check_rows(ref_a_aligned, ref_b_aligned, "ref_a_aligned", "ref_b_aligned")
+    xp = array_module(ref_a_aligned, ref_b_aligned)
+    mu_a = _mean64(ref_a_aligned, xp)
+    mu_b = _mean64(ref_b_aligned, xp)
+    M = to_host(_centered_cross(ref_b_aligned, ref_a_aligned, mu_b, mu_a, xp))
+    return xp.asarray(_rotation_from_cross(M, rotation_only))
+
+
+def similarity(A, B) -> float:
+    """Layer similarity ``||A'^T B'||_* / sqrt(||A'^T A'||_* ||B'^T B'||_*)`` of centred A', B'.
+
+    A : (N, pa), B : (N, pb) arrays of the same N points, NumPy or CuPy. Evaluates the formula
+    literally (three nuclear norms of float64 products); :func:`similarity_matrix` is the batched
+    form. Returns a Python float in [0, 1], invariant to translation, rotation and scaling of either
+    input, and symmetric.
+    """
+    _check_2d(A, "A")
+    _check_2d(B, "B")
+    _check_rows(A, B, "A", "B")
+    xp = array_module(A, B)
+    mu_a, mu_b = _mean64(A, xp), _mean64(B, xp)
+    nuc = [
+        float(np.linalg.svd(to_host(_centered_cross(X, Y, mx, my, xp)), compute_uv=False).sum())
+        for X, Y, mx, my in ((A, B, mu_a, mu_b), (A, A, mu_a, mu_a), (B, B, mu_b, mu_b))
+    ]
+    if not np.all(np.isfinite(nuc)):
+        raise ValueError("similarity: non-finite values (NaN or inf) in A or B")
+    if nuc[1] <= 0.0 or nuc[2] <= 0.0:
+        which = "A" if nuc[1] <= 0.0 else "B"
+        raise ValueError(f"similarity: {which} has zero variance (a constant embedding)")
+    return nuc[0] / float(np.sqrt(nuc[1] * nuc[2]))
+
+
+def _stack_layers(layers, side: str) -> list:
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"{side} is empty")
+    for i, L in enumerate(layers):
+        _check_2d(L, f"{side}[{i}]")
+        if L.shape != layers[0].shape:
+            raise ValueError(
+                f"{side}[{i}] has shape {tuple(L.shape)} but {side}[0] has {tuple(layers[0].shape)}"
+            )
+    return layers
+
+
+def similarity_matrix(layers_a: Sequence, layers_b: Sequence, *, xp=None):
+    """Similarity of every layer of ``layers_a`` with every layer of ``layers_b``, batched.
+
+    layers_a : La arrays (N, pa); layers_b : Lb arrays (N, pb); NumPy (memmaps read in row
+        chunks) or CuPy. xp : array module to compute in (default: that of the layers; pass
+        ``cupy`` to upload host layers chunk by chunk).
+    Returns (La, Lb) float64 in ``xp``. One pass over the rows: each chunk of all layers is centred
+    and concatenated horizontally, and a single (La*pa x Lb*pb) product is accumulated in float64;
+    then the La*Lb blocks go through one batched SVD (compute_uv=False) and are divided by
+    ``||A'_i||_F ||B'_j||_F`` (the square roots of the Gram nuclear norms).
+    """
+    la = _stack_layers(layers_a, "layers_a")
+    lb = _stack_layers(layers_b, "layers_b")
+    _check_rows(la[0], lb[0], "layers_a[0]", "layers_b[0]")
+    if xp is None:
+        xp = array_module(*la, *lb)
+    n, pa = la[0].shape
+    pb = lb[0].shape[1]
+    mu_a = xp.concatenate([xp.asarray(_mean64(L, array_module(L))) for L in la])
+    mu_b = xp.concatenate([xp.asarray(_mean64(L, array_module(L))) for L in lb])
+    wa, wb = len(la) * pa, len(lb) * pb
+    step = _chunk_rows(wa + wb)
+    cross = xp.zeros((wa, wb), dtype=xp.float64)
+    sq_a = xp.zeros(wa, dtype=xp.float64)
+    sq_b = xp.zeros(wb, dtype=xp.float64)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        ca = xp.empty((e - s, wa), dtype=xp.float64)
+        cb = xp.empty((e - s, wb), dtype=xp.float64)
+        for i, L in enumerate(la):
+            ca[:, i * pa : (i + 1) * pa] = xp.asarray(L[s:e])
+        for j, L in enumerate(lb):
+            cb[:, j * pb : (j + 1) * pb] = xp.asarray(L[s:e])
+        ca -= mu_a
+        cb -= mu_b
+        cross += ca.T @ cb
+        sq_a += xp.einsum("ij,ij->j", ca, ca)
+        sq_b += xp.einsum("ij,ij->j", cb, cb)
+    blocks = cross.reshape(len(la), pa, len(lb), pb).transpose(0, 2, 1, 3).reshape(-1, pa, pb)
+    nuc = xp.linalg.svd(blocks, compute_uv=False).sum(axis=-1).reshape(len(la), len(lb))
+    fa = sq_a.reshape(len(la), pa).sum(axis=1)
+    fb = sq_b.reshape(len(lb), pb).sum(axis=1)
+    _check_variance(fa, "layers_a")
+    _check_variance(fb, "layers_b")
+    S = nuc / xp.sqrt(fa[:, None] * fb[None, :])
+    if not bool(xp.isfinite(S).all()):
+        raise ValueError("similarity_matrix: non-finite values (NaN or inf) in the layers")
+    return S
+
+
+def _check_variance(sq, side: str) -> None:
+    bad = np.flatnonzero(to_host(sq) <= 0.0)
+    if bad.size:
+        raise ValueError(f"{side}[{int(bad[0])}] has zero variance (a constant embedding)")
+
+
+def consecutive_similarity(layers):
+    """Similarity of each layer with the next one: (L-1,) float64 in the layers' array type.
+
+    layers : a sequence or iterable of (N, p) arrays (NumPy, memmap or CuPy), read one at a time.
+    Entry k is ``similarity(layers[k], layers[k+1])`` computed with the Gram identity
+    ``||A'^T A'||_* = ||A'||_F^2``.
+    """
+    vals: list[float] = []
+    prev = None
+    xp = np
+    for k, L in enumerate(_iter_layers(layers)):
+        _check_2d(L, f"layers[{k}]")
+        xp = array_module(L)
+        mu = _mean64(L, xp)
+        sq = _sq_norm(L, mu, xp)
+        if sq <= 0.0:
+            raise ValueError(f"layers[{k}] has zero variance (a constant embedding)")
+        if prev is not None:
+            P, mu_p, sq_p = prev
+            _check_rows(P, L, f"layers[{k - 1}]", f"layers[{k}]")
+            M = to_host(_centered_cross(P, L, mu_p, mu, array_module(P, L)))
+            vals.append(float(np.linalg.svd(M, compute_uv=False).sum()) / float(np.sqrt(sq_p * sq)))
+        prev = (L, mu, sq)
+    if prev is None:
+        raise ValueError("layers is empty")
+    return xp.asarray(np.asarray(vals, dtype=np.float64))
+
+
+def movement(A, B, sample: int = 25000, seed: int = 0):
+    """Per-point displacement between two embeddings of the same points after alignment.
+
+    A, B : (N, p) arrays, NumPy or CuPy. Each is centred and divided by its mean row norm; ``Q`` is
+    the Procrustes rotation of A onto B fitted on ``min(sample, N)`` rows drawn with ``seed``.
+    Returns (N,) ``||a_i Q - b_i||`` in the inputs' array type, float32 for float32 input (else
+    float64). Zero for a rotated, shifted or uniformly scaled copy.
+    """
+    _check_2d(A, "A")
+    _check_2d(B, "B")
+    _check_rows(A, B, "A", "B")
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"A has {A.shape[1]} columns but B has {B.shape[1]}: movement needs the same p")
+    if sample < A.shape[1]:
+        raise ValueError(f"sample={sample} must be at least p={A.shape[1]}")
+    xp = array_module(A, B)
+    dtype = xp.result_type(xp.asarray(A).dtype, xp.asarray(B).dtype, xp.float32)
+    scaled = []
+    for X, name in ((A, "A"), (B, "B")):
+        Xc, _ = center(xp.asarray(X))
+        Xc = Xc.astype(dtype, copy=False)
+        r = float(xp.sqrt((Xc.astype(xp.float64) ** 2).sum(axis=1)).mean())
+        if not np.isfinite(r) or r <= 0.0:
+            raise ValueError(f"movement: {name} has zero spread or non-finite values")
+        scaled.append(Xc / dtype.type(r))
+    a, b = scaled
+    n = a.shape[0]
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    idx = xp.asarray(idx)
+    Q = procrustes(a[idx], b[idx])
+    return xp.sqrt(((a @ Q.astype(dtype) - b) ** 2).sum(axis=1))
+
+
+# ------------------------------------------------------------------------------------------ export
+
+# A perceptually ordered dark-blue -> teal -> yellow ramp (viridis-like), as (t, r, g, b) anchors.
+_RAMP = np.array(
+    [
+        (0.00, 68, 1, 84),
+        (0.13, 71, 44, 122),
+        (0.25, 59, 82, 139),
+        (0.38, 44, 114, 142),
+        (0.50, 33, 145, 140),
+        (0.63, 40, 174, 128),
+        (0.75, 94, 201, 98),
+        (0.88, 170, 220, 50),
+        (1.00, 253, 231, 37),
+    ],
+    dtype=np.float64,
+)
+
+
+def viridis(t) -> np.ndarray:
+    """Map values ``t`` in [0, 1] (clipped; NaN -> 0) to uint8 RGB, shape ``t.shape + (3,)``, host."""
+    t = np.nan_to_num(np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0))
+    rgb = np.stack([np.interp(t, _RAMP[:, 0], _RAMP[:, c]) for c in (1, 2, 3)], axis=-1)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def _write_atomic(out: Path, write: Callable[[Path], None]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_csv(path: Path, S: np.ndarray, rows: list[str], cols: list[str], corner: str) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([corner, *cols])
+        for rid, vals in zip(rows, S):
+            w.writerow([rid, *(repr(float(v)) for v in vals)])
+
+
+def _write_png(path: Path, S: np.ndarray, cell: int) -> None:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise ImportError(
+            f"writing {path.name} needs pillow (pip install pillow, or the 'viewer' extra); "
+            "write a .csv instead"
+        ) from exc
+    rgb = viridis(S)
+    img = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
+    Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(path, format="PNG")
+
+
+def export_similarity(bundle_path, a: str, b: str, out, device: str = "auto", *, cell_px: int = 16) -> Path:
+    """Write the layer-similarity matrix of models ``a`` (rows) and ``b`` (columns) of a bundle.
+
+    bundle_path : a bundle directory (:func:`engine.store.load_bundle`).
+    out : ``*.csv`` (header row = B's layer ids, first column = A's layer ids, full float64
+        precision) or ``*.png`` (heat map, ``cell_px`` >= 8 pixels per cell, viridis-like colours
+        over [0, 1]; needs pillow). Written to a temporary file beside ``out``, then renamed.
+    device : "auto", "cuda" or "cpu" (:func:`engine.device.resolve`), used only when the bundle
+        stores no matrix for this pair.
+    Returns ``out`` as a Path. Unknown model names raise ``ValueError`` listing the bundle's models.
+    """
+    from engine.store import load_bundle
+
+    out = Path(out)
+    kind = out.suffix.lower()
+    if kind not in (".csv", ".png"):
+        raise ValueError(f"out={str(out)!r}: unsupported format {out.suffix!r}; use .csv or .png")
+    if cell_px < 8:
+        raise ValueError(f"cell_px={cell_px} is too small; cells must be at least 8 pixels")
+    bundle = load_bundle(bundle_path)
+    for name in (a, b):
+        if name not in bundle.models:
+            raise ValueError(
+                f"model {name!r} is not in bundle {bundle_path}; its models are: {', '.join(bundle.models)}"
+            )
+    ma, mb = bundle.models[a], bundle.models[b]
+    S = bundle.similarity(a, b)
+    if S is None:
+        St = bundle.similarity(b, a)
+        S = None if St is None else np.asarray(St).T
+    if S is None:
+        backend = resolve(device)
+        S = to_host(
+            similarity_matrix([lay.embedding for lay in ma.layers], [lay.embedding for lay in mb.layers],
+                              xp=backend.xp)
+        )
+    S = np.asarray(S, dtype=np.float64)
+    if S.shape != (len(ma.layers), len(mb.layers)):
+        raise ValueError(
+            f"similarity matrix for {a!r} x {b!r} in {bundle_path} has shape {S.shape}, "
+            f"expected {(len(ma.layers), len(mb.layers))}"
+        )
+    if kind == ".csv":
+        rows, cols = [lay.id for lay in ma.layers], [lay.id for lay in mb.layers]
+        _write_atomic(out, lambda p: _write_csv(p, S, rows, cols, f"{a}\\{b}"))
+    else:
+        _write_atomic(out, lambda p: _write_png(p, S, cell_px))
+    return out
