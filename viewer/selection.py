@@ -133,6 +133,17 @@ class Selection:
     def clear(self) -> None:
         self._mask = None
 
+    def set_mask(self, mask) -> None:
+        """Adopt ``mask`` ((N,) bool, NumPy or CuPy; None = nothing selected) as the selection,
+        e.g. to follow the canvas after a saved view was applied."""
+        if mask is None:
+            self._mask = None
+            return
+        m = np.asarray(to_host(mask))
+        if m.shape != (self.n,) or m.dtype != np.bool_:
+            raise SelectionError(f"mask must be ({self.n},) bool, got {m.shape} {m.dtype}")
+        self._mask = m.copy()
+
     def combine(self, mask, mode: str = "replace") -> np.ndarray:
         """Merge a gesture's (N,) bool mask into the selection; returns the new mask.
 

@@ -1,0 +1,506 @@
+"""Interaction controllers: brushing, handles, hover/search and saved views on a TourCanvas.
+
+Each controller plugs into :class:`viewer.canvas.TourCanvas` through its controller protocol
+(``on_mouse_press/move/release``, ``on_key_press`` returning True when the event is consumed,
+``on_layer_changed``, ``on_frame``, ``draw(canvas, overlay)``) and holds only interaction state;
+the logic lives in the GL-free modules :mod:`viewer.selection`, :mod:`viewer.handles`,
+:mod:`viewer.picking` and :mod:`viewer.viewstate`. :func:`install` builds them all in the right
+order for a canvas.
+
+Keys: b rectangle brush, l lasso, x clear selection, e export selection, d handle from the
+selection, Delete remove last handle, a axis handles, Enter (over a handle) rename it,
+/ search, v save view, o load view, g go to the saved view (animated).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from engine.device import array_module, to_host
+from viewer import viewstate
+from viewer.handles import HandleError, HandleSet, drag_frame
+from viewer.picking import affine_of, describe, nearest, nearest_within, search
+from viewer.selection import Selection, SelectionError, brush_lasso, brush_rect, mode_from_modifiers
+
+WHITE = (1.0, 1.0, 1.0, 1.0)
+PANEL = (0.05, 0.05, 0.08, 0.85)
+
+
+def key_name(event) -> str:
+    """Lower-case name of a key event's key ('b', 'delete', 'enter', 'escape', '/')."""
+    key = getattr(event, "key", None)
+    name = getattr(key, "name", key)
+    name = "" if name is None else str(name)
+    if name.lower() in ("slash", "question") or name == "/":
+        return "/" if getattr(event, "text", "") != "?" else "?"
+    return name.lower()
+
+
+def _pos(event) -> np.ndarray:
+    return np.asarray(event.pos, dtype=np.float64)[:2]
+
+
+def _is_left(event) -> bool:
+    return getattr(event, "button", None) in (1, None)
+
+
+class TextEntry:
+    """A one-line text field typed into the HUD (search, handle labels). State only."""
+
+    def __init__(self):
+        self.active = False
+        self.prompt = ""
+        self.text = ""
+        self._done: Callable[[str], None] | None = None
+
+    def start(self, prompt: str, on_done: Callable[[str], None], text: str = "") -> None:
+        self.active, self.prompt, self.text, self._done = True, prompt, text, on_done
+
+    def key(self, event) -> bool:
+        """Feed a key press; returns True (consumed) while the entry is active."""
+        if not self.active:
+            return False
+        name = key_name(event)
+        if name in ("enter", "return"):
+            self.active = False
+            if self._done is not None:
+                self._done(self.text)
+        elif name == "escape":
+            self.active = False
+        elif name == "backspace":
+            self.text = self.text[:-1]
+        else:
+            ch = getattr(event, "text", "") or ""
+            if ch.isprintable():
+                self.text += ch
+        return True
+
+
+class TextEntryController:
+    """First in the chain: while a text entry is open, every key goes to it."""
+
+    help = ()
+
+    def __init__(self, entry: TextEntry):
+        self.entry = entry
+
+    def on_key_press(self, canvas, event) -> bool:
+        consumed = self.entry.key(event)
+        if consumed:
+            canvas.update()
+        return consumed
+
+    def draw(self, canvas, overlay) -> None:
+        if self.entry.active:
+            h = canvas.size[1]
+            overlay.rect(8, h - 40, min(canvas.size[0] - 8, 520), h - 14, PANEL)
+            overlay.text(f"{self.entry.prompt}{self.entry.text}_", (14, h - 27), WHITE, 13, "left")
+
+
+def _positions(canvas):
+    """Projected (N, d) positions exactly as drawn, in the layer data's array module."""
+    xp = array_module(canvas.layer_data(canvas.layer_index))
+    return canvas.project_current(xp=xp)
+
+
+class BrushController:
+    """Rectangle (b) and lasso (l) brushing; x clears, e exports. Shift adds, Control subtracts."""
+
+    help = (("b", "rectangle brush (drag; shift adds, ctrl subtracts)"), ("l", "lasso brush"),
+            ("x", "clear the selection"), ("e", "export the selection (CSV)"))
+
+    def __init__(self, n: int, export_dir=None):
+        self.selection = Selection(n)
+        self.armed: str | None = None
+        self.path: list[np.ndarray] = []
+        self.mode = "replace"
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+
+    def on_key_press(self, canvas, event) -> bool:
+        k = key_name(event)
+        if k in ("b", "l"):
+            self.armed = "rect" if k == "b" else "lasso"
+            self.path = []
+            what = "rectangle" if k == "b" else "lasso"
+            canvas.status_message(f"{what} brush: drag to select (shift adds, ctrl subtracts, Esc cancels)")
+            return True
+        if k == "escape" and (self.armed or self.path):
+            self.armed, self.path = None, []
+            canvas.status_message("brush cancelled")
+            return True
+        if k == "x":
+            self.selection.clear()
+            canvas.set_selection(None)
+            canvas.status_message("selection cleared")
+            return True
+        if k == "e":
+            self._export(canvas)
+            return True
+        return False
+
+    def _export(self, canvas) -> None:
+        self.selection.set_mask(canvas.selection)
+        if not self.selection.active:
+            canvas.status_message("nothing selected to export (b or l to brush)")
+            return
+        directory = self.export_dir or Path.cwd()
+        stem = f"{Path(str(canvas.bundle.path)).name}-selection-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = self.selection.export(directory / f"{stem}.csv", canvas.bundle)
+        canvas.status_message(f"exported {self.selection.count} points to {path}")
+
+    def on_mouse_press(self, canvas, event) -> bool:
+        if not self.armed or not _is_left(event):
+            return False
+        self.path = [_pos(event)]
+        self.mode = mode_from_modifiers(getattr(event, "modifiers", ()))
+        return True
+
+    def on_mouse_move(self, canvas, event) -> bool:
+        if not self.path:
+            return False
+        p = _pos(event)
+        if self.armed == "rect":
+            self.path = [self.path[0], p]
+        elif np.hypot(*(p - self.path[-1])) >= 1.0:
+            self.path.append(p)
+        canvas.update()
+        return True
+
+    def on_mouse_release(self, canvas, event) -> bool:
+        if not self.path:
+            return False
+        self.on_mouse_move(canvas, event)
+        kind, path = self.armed, self.path
+        self.armed, self.path = None, []
+        try:
+            xy = _positions(canvas)
+            if kind == "rect":
+                if len(path) < 2:
+                    canvas.status_message("brush: drag a rectangle")
+                    return True
+                mask = brush_rect(xy, path[0], path[-1], canvas.pixels_to_data)
+            else:
+                mask = brush_lasso(xy, np.array(path), canvas.pixels_to_data)
+        except SelectionError as exc:
+            canvas.status_message(f"brush: {exc}")
+            return True
+        self.selection.set_mask(canvas.selection)
+        new = self.selection.combine(mask, self.mode)
+        canvas.set_selection(new)
+        canvas.status_message(f"{int(new.sum())} of {self.selection.n} points selected ({self.mode})")
+        canvas.update()
+        return True
+
+    def draw(self, canvas, overlay) -> None:
+        if len(self.path) < 2:
+            return
+        color = (1.0, 0.85, 0.2, 1.0)
+        if self.armed == "rect":
+            (x0, y0), (x1, y1) = self.path[0], self.path[-1]
+            overlay.lines(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), color, closed=True)
+        else:
+            overlay.lines(np.array(self.path), color, closed=True)
+
+
+class HandleController:
+    """Custom handles from the selection (d), axis handles (a), drag to steer, Delete removes the
+    last, Enter over a handle renames it. The tour pauses during a drag and resumes from there."""
+
+    help = (("d", "handle at the selection's centroid"), ("Delete", "remove the last handle"),
+            ("a", "show/hide axis handles"), ("drag handle", "steer the projection"),
+            ("Enter", "rename the handle under the cursor"))
+    RADIUS_PX = 9.0
+
+    def __init__(self, p: int, entry: TextEntry | None = None):
+        self.handles = HandleSet(p)
+        self.entry = entry
+        self.dragging = None
+        self.hover = None
+        self._resume = False
+
+    # ---- geometry through the canvas -----------------------------------------------------------
+    def points(self, canvas) -> np.ndarray:
+        return self.handles.points(canvas.layer_data, canvas.layer_index, canvas.transition)
+
+    def pixel_positions(self, canvas) -> np.ndarray:
+        """(k, 2) float64 pixel positions of the handles as drawn now."""
+        pts = self.points(canvas)
+        if len(pts) == 0:
+            return np.zeros((0, 2))
+        xy = pts @ np.asarray(canvas.frame, dtype=np.float64)
+        return np.asarray(canvas.data_to_pixels(xy[:, :2]), dtype=np.float64)
+
+    def _at(self, canvas, px):
+        k = nearest_within(self.pixel_positions(canvas), px, self.RADIUS_PX + 3)
+        return None if k is None else self.handles.handles[k]
+
+    # ---- events -------------------------------------------------------------------------------
+    def on_key_press(self, canvas, event) -> bool:
+        k = key_name(event)
+        if k == "d":
+            sel = canvas.selection
+            if sel is None or not np.any(to_host(sel)):
+                canvas.status_message("select points first (b or l), then d makes a handle")
+                return True
+            try:
+                h = self.handles.add_centroid(np.flatnonzero(to_host(sel)))
+            except HandleError as exc:
+                canvas.status_message(f"handle: {exc}")
+                return True
+            canvas.status_message(f"handle {h.label!r} on {h.members.size} points (Enter over it renames)")
+            canvas.update()
+            return True
+        if k == "delete":
+            h = self.handles.remove_last()
+            canvas.status_message("no handle to remove" if h is None else f"removed handle {h.label!r}")
+            self.hover = None if h is not None and self.hover == h.uid else self.hover
+            canvas.update()
+            return True
+        if k == "a":
+            shown = self.handles.toggle_axes()
+            canvas.status_message(f"axis handles {'shown' if shown else 'hidden'}")
+            canvas.update()
+            return True
+        if k in ("enter", "return") and self.hover is not None and self.entry is not None:
+            uid = self.hover
+            current = next((h.label for h in self.handles.handles if h.uid == uid), "")
+            self.entry.start("handle label: ", lambda text: self._rename(canvas, uid, text), current)
+            canvas.update()
+            return True
+        return False
+
+    def _rename(self, canvas, uid, text) -> None:
+        try:
+            self.handles.rename(uid, text)
+        except HandleError as exc:
+            canvas.status_message(str(exc))
+        canvas.update()
+
+    def on_mouse_press(self, canvas, event) -> bool:
+        if not _is_left(event) or not self.handles.handles:
+            return False
+        h = self._at(canvas, _pos(event))
+        if h is None:
+            return False
+        self.dragging = h.uid
+        self._resume = bool(getattr(canvas.tour, "playing", False))
+        canvas.pause_tour()
+        return True
+
+    def on_mouse_move(self, canvas, event) -> bool:
+        px = _pos(event)
+        if self.dragging is None:
+            h = self._at(canvas, px) if self.handles.handles else None
+            uid = None if h is None else h.uid
+            if uid != self.hover:
+                self.hover = uid
+                canvas.update()
+            return False
+        self.drag_to(canvas, px)
+        return True
+
+    def drag_to(self, canvas, px) -> np.ndarray:
+        """Move the dragged handle under pixel ``px``: sets and returns the new (p, d) frame."""
+        h = next(h for h in self.handles.handles if h.uid == self.dragging)
+        args = (canvas.layer_data, canvas.layer_index, canvas.transition)
+        point = self.handles.point(h, *args)
+        target = np.asarray(canvas.pixels_to_data(np.asarray(px, dtype=np.float64).reshape(1, 2)))[0]
+        frame = drag_frame(h, point, canvas.frame, target, self.handles.current_radius(*args))
+        canvas.set_frame(frame)
+        canvas.update()
+        return frame
+
+    def on_mouse_release(self, canvas, event) -> bool:
+        if self.dragging is None:
+            return False
+        self.drag_to(canvas, _pos(event))
+        self.dragging = None
+        if self._resume:
+            canvas.resume_tour()
+        return True
+
+    def draw(self, canvas, overlay) -> None:
+        if not self.handles.handles:
+            return
+        px = self.pixel_positions(canvas)
+        origin = np.asarray(canvas.data_to_pixels(np.zeros((1, 2))), dtype=np.float64)[0]
+        active = self.dragging if self.dragging is not None else self.hover
+        for h, q in zip(self.handles.handles, px):
+            r = self.RADIUS_PX if h.kind == "centroid" else self.RADIUS_PX * 0.7
+            if h.uid == active:
+                overlay.lines(np.array([origin, q]), h.color)
+            fill = (*h.color[:3], 0.35 if h.kind == "centroid" else 0.15)
+            overlay.circles(q.reshape(1, 2), r, h.color, fill=fill)
+            overlay.text(h.label, (q[0] + r + 3, q[1]), h.color, 12, "left")
+
+
+class HoverController:
+    """Tooltip for the point under the cursor (index, attributes, thumbnail); / searches labels or
+    an index and highlights the matches."""
+
+    help = (("hover", "tooltip: index, attributes, image"),
+            ("/", "search a label or #index (Enter; empty clears)"))
+    RADIUS_PX = 6.0
+
+    def __init__(self, entry: TextEntry | None = None):
+        self.entry = entry
+        self.index: int | None = None
+        self.cursor: np.ndarray | None = None
+        self.result = None
+
+    def on_key_press(self, canvas, event) -> bool:
+        if key_name(event) == "/" and self.entry is not None:
+            self.entry.start("search (label or #index): ", lambda text: self.run_search(canvas, text))
+            canvas.update()
+            return True
+        return False
+
+    def run_search(self, canvas, text: str):
+        """Search ``text`` and highlight the matches (an empty query clears the highlight)."""
+        if not text.strip():
+            self.result = None
+            canvas.highlight(None)
+            canvas.status_message("highlight cleared")
+            return None
+        self.result = search(canvas.bundle, text)
+        canvas.highlight(self.result.indices if self.result.indices.size else None)
+        canvas.status_message(self.result.message)
+        canvas.update()
+        return self.result
+
+    def pick(self, canvas, px) -> int | None:
+        """Index of the point drawn under pixel ``px`` (within RADIUS_PX), or None."""
+        return nearest(_positions(canvas), px, affine_of(canvas.data_to_pixels), self.RADIUS_PX)
+
+    def on_mouse_move(self, canvas, event) -> bool:
+        if getattr(event, "buttons", None):
+            self.index = None
+            return False
+        self.cursor = _pos(event)
+        index = self.pick(canvas, self.cursor)
+        if index != self.index:
+            self.index = index
+            canvas.update()
+        return False
+
+    def on_layer_changed(self, canvas) -> None:
+        self.index = None
+
+    def _point_px(self, canvas, i: int) -> np.ndarray:
+        def row(layer):
+            return np.asarray(to_host(canvas.layer_data(layer)[i]), dtype=np.float64)
+
+        tr = canvas.transition
+        y = row(canvas.layer_index) if tr is None else (1 - tr[2]) * row(tr[0]) + tr[2] * row(tr[1])
+        xy = y @ np.asarray(canvas.frame, dtype=np.float64)
+        return np.asarray(canvas.data_to_pixels(xy[:2].reshape(1, 2)), dtype=np.float64)[0]
+
+    def draw(self, canvas, overlay) -> None:
+        if self.index is None:
+            return
+        tip = describe(canvas.bundle, self.index)
+        q = self._point_px(canvas, self.index)
+        overlay.circles(q.reshape(1, 2), self.RADIUS_PX, WHITE)
+        w, h = canvas.size[0], canvas.size[1]
+        lines = [f"{name}: {text}" for name, text in tip.rows]
+        thumb = 64 if tip.thumbnail is not None else 0
+        box_w = 12 + max(7 * max(len(s) for s in lines), thumb)
+        box_h = 10 + 16 * len(lines) + (thumb + 6 if thumb else 0)
+        x0 = q[0] + 12 if q[0] + 12 + box_w < w else q[0] - 12 - box_w
+        y0 = min(max(q[1] - box_h / 2, 4), max(h - box_h - 4, 4))
+        overlay.rect(x0, y0, x0 + box_w, y0 + box_h, PANEL)
+        y = y0 + 6
+        if thumb:
+            rgba = np.concatenate([tip.thumbnail, np.full((*tip.thumbnail.shape[:2], 1), 255, np.uint8)], 2)
+            overlay.image(np.repeat(np.repeat(rgba, 2, axis=0), 2, axis=1), (x0 + 6, y))
+            y += thumb + 6
+        for s in lines:
+            overlay.text(s, (x0 + 6, y + 8), WHITE, 11, "left")
+            y += 16
+
+
+class ViewStateController:
+    """v saves the view (``<bundle>-view-<time>.json``), o loads the last saved (or --state) view,
+    g glides to it along the geodesic between frames."""
+
+    help = (("v", "save the view to JSON"), ("o", "load the saved view"),
+            ("g", "go to the saved view (animated)"))
+
+    def __init__(self, directory=None, state_path=None):
+        self.directory = Path(directory) if directory is not None else None
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.goto: viewstate.GoTo | None = None
+        self._resume = False
+
+    def _saved(self, canvas):
+        path = self.state_path or viewstate.latest_path(canvas.bundle, self.directory)
+        if path is None:
+            canvas.status_message("no saved view yet (v saves one)")
+            return None, None
+        try:
+            return path, viewstate.load(path)
+        except viewstate.ViewStateError as exc:
+            canvas.status_message(str(exc))
+            return None, None
+
+    def on_key_press(self, canvas, event) -> bool:
+        k = key_name(event)
+        if k == "v":
+            path = viewstate.save(viewstate.default_path(canvas.bundle, self.directory),
+                                  viewstate.capture(canvas))
+            self.state_path = path
+            canvas.status_message(f"view saved to {path}")
+            return True
+        if k in ("o", "g"):
+            path, state = self._saved(canvas)
+            if state is not None:
+                self.go_to(canvas, state, animate=(k == "g"))
+                canvas.status_message(f"{'going to' if k == 'g' else 'loaded'} view {path}")
+            return True
+        return False
+
+    def go_to(self, canvas, state: dict, animate: bool = True, duration: float = 0.6) -> None:
+        """Apply ``state``; with ``animate`` the frame glides there over ``duration`` seconds."""
+        try:
+            viewstate.check_fits(canvas, state)
+        except viewstate.ViewStateError as exc:
+            canvas.status_message(str(exc))
+            return
+        start = np.asarray(canvas.frame, dtype=np.float64).copy()
+        viewstate.apply(canvas, state, animate=animate)
+        if animate:
+            self._resume = bool(getattr(canvas.tour, "playing", False))
+            canvas.pause_tour()
+            self.goto = viewstate.GoTo(start, np.asarray(state["frame"], dtype=np.float64), duration)
+            canvas.set_frame(start)
+
+    def on_frame(self, canvas, dt: float) -> None:
+        if self.goto is None:
+            return
+        frame, done = self.goto.step(dt)
+        canvas.set_frame(frame)
+        if done:
+            self.goto = None
+            if self._resume:
+                canvas.resume_tour()
+        canvas.update()
+
+
+def install(canvas, state_path=None, directory=None) -> list:
+    """Create the interaction controllers for ``canvas``, add them (in event order) and their
+    help entries, and return them: [TextEntryController, HandleController, BrushController,
+    HoverController, ViewStateController]. ``state_path``: the --state file ``o``/``g`` use;
+    ``directory``: where ``v`` and ``e`` write (default: the current directory)."""
+    entry = TextEntry()
+    p = int(canvas.layer_data(canvas.layer_index).shape[1])
+    ctrls = [TextEntryController(entry), HandleController(p, entry),
+             BrushController(int(canvas.bundle.n), export_dir=directory),
+             HoverController(entry), ViewStateController(directory, state_path)]
+    for c in ctrls:
+        canvas.help_entries.extend(c.help)
+        canvas.add_controller(c)
+    return ctrls

@@ -1,0 +1,283 @@
+"""Saved views: capture, save, load, validate and re-apply everything needed to reproduce a view.
+
+A view is a JSON document (host data only)::
+
+    {"format": "layertour-view", "version": 1, "bundle": name, "n": N, "p": p, "model": name,
+     "layer": index, "frame": [[p x d floats]], "tour": GrandTour.state(),
+     "view": canvas.view_params() (zoom/pan, colouring, dims, render path: the canvas's own keys),
+     "handles": [{"label", "kind", "color", "members" | "axis"}], "selection": [indices] | null}
+
+:func:`save` writes it atomically; :func:`load` parses and validates it and raises
+:class:`ViewStateError` naming the file and the field for anything malformed; :func:`apply` puts a
+canvas (and its handle and brush controllers) into that view, at once or, with :class:`GoTo`,
+along the geodesic ``engine.tour.view_path`` from the current frame (smoothstep, ~0.6 s).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from viewer.selection import write_atomic
+
+FORMAT = "layertour-view"
+VERSION = 1
+
+
+class ViewStateError(ValueError):
+    """A saved view that cannot be read or does not fit the bundle; names the file and field."""
+
+
+def capture(canvas, handles=None) -> dict:
+    """The canvas's current view as a JSON-ready dict (see the module docstring).
+
+    handles : the :class:`viewer.handles.HandleSet` to save (default: the one of the canvas's
+    handle controller, if any).
+    """
+    bundle, frame = canvas.bundle, np.asarray(canvas.frame, dtype=np.float64)
+    handles = handles if handles is not None else _handle_set(canvas)
+    sel = canvas.selection
+    return {
+        "format": FORMAT, "version": VERSION,
+        "bundle": Path(str(bundle.path)).name, "n": int(bundle.n), "p": int(frame.shape[0]),
+        "model": canvas.model.name, "layer": int(canvas.layer_index),
+        "frame": frame.tolist(),
+        "tour": _jsonable(canvas.tour.state()),
+        "view": _jsonable(canvas.view_params()),
+        "handles": [h.to_dict() for h in handles.handles] if handles is not None else [],
+        "selection": None if sel is None else np.flatnonzero(np.asarray(sel)).tolist(),
+    }
+
+
+def save(path, state: dict) -> Path:
+    """Validate ``state`` and write it to ``path`` as JSON, atomically (temp file + rename)."""
+    path = Path(path)
+    validate(state, source=str(path))
+    write_atomic(path, json.dumps(state, indent=1))
+    return path
+
+
+def load(path) -> dict:
+    """Read and validate a saved view; raises :class:`ViewStateError` naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ViewStateError(f"cannot read saved view {path}: {exc.strerror or exc}") from exc
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ViewStateError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                             f"{exc.msg})") from exc
+    validate(state, source=str(path))
+    return state
+
+
+def validate(state, source: str = "view state") -> None:
+    """Check the structure and values of a view dict; raise :class:`ViewStateError` otherwise."""
+    def fail(field, why):
+        raise ViewStateError(f"{source}: field {field!r} {why}")
+
+    if not isinstance(state, dict):
+        raise ViewStateError(f"{source}: a saved view must be a JSON object, got {type(state).__name__}")
+    if state.get("format") != FORMAT:
+        fail("format", f"must be {FORMAT!r}, got {state.get('format')!r}")
+    if state.get("version") != VERSION:
+        fail("version", f"must be {VERSION}, got {state.get('version')!r} (saved by another layertour?)")
+    for key in ("n", "p", "layer"):
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            fail(key, f"must be a non-negative integer, got {v!r}")
+    n, p = state["n"], state["p"]
+    try:
+        frame = np.asarray(state.get("frame"), dtype=np.float64)
+    except (TypeError, ValueError):
+        fail("frame", "must be a p x d list of numbers")
+    if frame.ndim != 2 or frame.shape[0] != p or frame.shape[1] not in (2, 3):
+        fail("frame", f"must be a {p} x d list (d = 2 or 3), got shape {frame.shape}")
+    if not np.all(np.isfinite(frame)):
+        fail("frame", "contains NaN or infinity")
+    if not np.allclose(frame.T @ frame, np.eye(frame.shape[1]), atol=1e-6):
+        fail("frame", "is not orthonormal (columns must be orthonormal p-vectors)")
+    for key in ("tour", "view"):
+        if not isinstance(state.get(key), dict):
+            fail(key, f"must be an object, got {type(state.get(key)).__name__}")
+    if not isinstance(state.get("model"), str):
+        fail("model", f"must be a model name, got {state.get('model')!r}")
+    handles = state.get("handles")
+    if not isinstance(handles, list):
+        fail("handles", "must be a list")
+    for k, h in enumerate(handles):
+        _validate_handle(h, k, n, p, fail)
+    sel = state.get("selection")
+    if sel is not None:
+        idx = _index_list(sel)
+        if idx is None:
+            fail("selection", "must be null or a list of point indices")
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            fail("selection", f"has indices outside [0, {n})")
+
+
+def _validate_handle(h, k, n, p, fail):
+    field = f"handles[{k}]"
+    if not isinstance(h, dict) or not isinstance(h.get("label"), str):
+        fail(field, "must be an object with a string 'label'")
+    color = h.get("color")
+    if not (isinstance(color, list) and len(color) == 4 and all(isinstance(c, (int, float)) for c in color)):
+        fail(f"{field}.color", "must be 4 numbers (RGBA in [0, 1])")
+    if h.get("kind") == "axis":
+        a = h.get("axis")
+        if not isinstance(a, int) or not 0 <= a < p:
+            fail(f"{field}.axis", f"must be an integer in [0, {p}), got {a!r}")
+    elif h.get("kind") == "centroid":
+        idx = _index_list(h.get("members"))
+        if idx is None or idx.size == 0:
+            fail(f"{field}.members", "must be a non-empty list of point indices")
+        if idx.min() < 0 or idx.max() >= n:
+            fail(f"{field}.members", f"has indices outside [0, {n})")
+    else:
+        fail(f"{field}.kind", f"must be 'centroid' or 'axis', got {h.get('kind')!r}")
+
+
+def _index_list(v) -> np.ndarray | None:
+    if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        return None
+    return np.asarray(v, dtype=np.int64)
+
+
+def _jsonable(obj):
+    """Convert NumPy scalars/arrays (and tuples) inside a state dict to plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def check_fits(canvas, state: dict, source: str = "view state") -> None:
+    """Raise :class:`ViewStateError` unless ``state`` was saved for this canvas's data (N, p, model)."""
+    n, p = int(canvas.bundle.n), int(np.asarray(canvas.frame).shape[0])
+    if state["n"] != n or state["p"] != p:
+        raise ViewStateError(f"{source} was saved for N={state['n']}, p={state['p']} but the bundle "
+                             f"{canvas.bundle.path} has N={n}, p={p}")
+    if state["model"] != canvas.model.name:
+        raise ViewStateError(f"{source}: field 'model' is {state['model']!r} but the viewer shows "
+                             f"model {canvas.model.name!r}")
+    if state["layer"] >= len(canvas.model.layers):
+        raise ViewStateError(f"{source}: field 'layer' is {state['layer']} but model "
+                             f"{canvas.model.name!r} has {len(canvas.model.layers)} layers")
+
+
+def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
+    """Put ``canvas`` into the saved view ``state`` (from :func:`load` or :func:`capture`).
+
+    Restores the canvas's own view parameters, the layer, the selection, the handles (into
+    ``handles`` or the canvas's handle controller's set) and the tour; the frame is set at once,
+    or, with ``animate=True``, reached along ``engine.tour.view_path`` by a :class:`GoTo` that the
+    caller (the view-state controller) advances each frame. Returns nothing; raises
+    :class:`ViewStateError` when the view does not fit the bundle.
+    """
+    validate(state)
+    check_fits(canvas, state)
+    canvas.set_view_params(dict(state["view"]))
+    if int(canvas.layer_index) != state["layer"] or canvas.transition is not None:
+        canvas.set_layer(state["layer"], animate=animate)
+    sel = state["selection"]
+    canvas.set_selection(None if sel is None else _mask(int(canvas.bundle.n), sel))
+    hs = handles if handles is not None else _handle_set(canvas)
+    if hs is not None:
+        restore_handles(hs, state["handles"])
+    _restore_tour(canvas, state["tour"])
+    if not animate:
+        canvas.set_frame(np.asarray(state["frame"], dtype=np.float64))
+    canvas.update()
+
+
+def restore_handles(hs, items: list[dict]) -> None:
+    """Replace the handles of HandleSet ``hs`` by the saved ``items`` (validated dicts)."""
+    hs.clear()
+    for h in items:
+        if h["kind"] == "axis":
+            hs.add_axis(h["axis"], label=h["label"])
+        else:
+            hs.add_centroid(h["members"], label=h["label"], color=h["color"])
+
+
+def _mask(n: int, indices: list[int]) -> np.ndarray:
+    m = np.zeros(n, dtype=bool)
+    m[np.asarray(indices, dtype=np.int64)] = True
+    return m
+
+
+def _restore_tour(canvas, tour_state: dict) -> None:
+    """Load the saved tour state (speed, targets, play state) into the canvas's tour."""
+    tour = canvas.tour
+    restored = type(tour).from_state(tour_state)
+    if restored is not None and restored is not tour:
+        canvas.tour = restored
+
+
+def _handle_set(canvas):
+    for c in getattr(canvas, "controllers", ()):
+        hs = getattr(c, "handles", None)
+        if hs is not None and hasattr(hs, "add_centroid"):
+            return hs
+    return None
+
+
+def smoothstep(t: float) -> float:
+    t = min(max(float(t), 0.0), 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass
+class GoTo:
+    """An animated go-to-view: the frame follows ``engine.tour.view_path(start, target)`` with
+    smoothstep easing over ``duration`` seconds. State: ``elapsed``; :meth:`step` returns the
+    (p, d) float64 frame for the new time and whether the animation has finished."""
+
+    start: np.ndarray
+    target: np.ndarray
+    duration: float = 0.6
+    elapsed: float = 0.0
+
+    def __post_init__(self):
+        from engine import tour
+
+        self.path = tour.view_path(np.asarray(self.start, dtype=np.float64),
+                                   np.asarray(self.target, dtype=np.float64))
+
+    def step(self, dt: float) -> tuple[np.ndarray, bool]:
+        self.elapsed += max(float(dt), 0.0)
+        done = self.elapsed >= self.duration
+        if done:
+            return np.asarray(self.target, dtype=np.float64).copy(), True
+        return np.asarray(self.path.frame(smoothstep(self.elapsed / self.duration)), dtype=np.float64), False
+
+
+def default_path(bundle, directory=None) -> Path:
+    """A new file name for a saved view: ``<bundle>-view-<YYYYmmdd-HHMMSS>.json`` in ``directory``
+    (default: the current directory); a counter is appended if the name is taken."""
+    directory = Path(directory) if directory is not None else Path.cwd()
+    stem = f"{Path(str(bundle.path)).name}-view-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = directory / f"{stem}.json", 1
+    while path.exists():
+        k += 1
+        path = directory / f"{stem}-{k}.json"
+    return path
+
+
+def latest_path(bundle, directory=None) -> Path | None:
+    """The most recently written saved view of ``bundle`` in ``directory`` (cwd), or None."""
+    directory = Path(directory) if directory is not None else Path.cwd()
+    found = sorted(directory.glob(f"{Path(str(bundle.path)).name}-view-*.json"),
+                   key=lambda q: q.stat().st_mtime)
+    return found[-1] if found else None
