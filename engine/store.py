@@ -1,0 +1,732 @@
+"""The bundle: a directory of ``.npy`` arrays described by ``manifest.json``; written atomically.
+
+Layout (see docs/architecture.md)::
+
+    BUNDLE/manifest.json                           format_version, n, dim, models, attributes, provenance
+    BUNDLE/models/<model>/<layer_id>.npy           float32 (N, p) raw embedding
+    BUNDLE/models/<model>/<layer_id>.rotation.npy  float64 (p, p) canonical alignment (optional)
+    BUNDLE/models/<model>/<layer_id>.center.npy    float64 (p,)
+    BUNDLE/attributes/<name>.npy                   (N,) int32 codes (categorical) or float32 (continuous)
+    BUNDLE/images.npy                              uint8 (N, 32, 32, 3) thumbnails (optional)
+    BUNDLE/similarity/<a>__<b>.npy                 float32 (La, Lb) layer-similarity matrix (optional)
+
+Reading: :func:`load_bundle` validates the manifest (types, keys, files, array shapes and dtypes)
+and memory-maps every array (host memory, read-only; nothing is copied until used). Writing:
+:class:`BundleWriter` builds the bundle in ``.<name>.partial/`` beside the target, records each
+finished layer (shape, CRC-32) in a progress file so a killed run can resume, and on ``commit()``
+renames the staging directory into place. Every failure raises :class:`BundleError` naming the
+file (or model and layer) and what is wrong. NumPy only: importing this module loads no GPU library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.device import to_host
+
+log = logging.getLogger("layertour")
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PROGRESS = ".progress.json"
+KINDS = ("categorical", "continuous")
+_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")
+_CHUNK_ROWS = 1 << 16
+
+__all__ = ["Attribute", "Bundle", "BundleError", "BundleWriter", "Layer", "Model", "FORMAT_VERSION",
+           "load_bundle"]  # plus import_umap_tour / export_umap_tour, re-exported lazily (see the end)
+
+
+class BundleError(Exception):
+    """Any problem with a bundle or with data on its way into one; the message names the file."""
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One embedded layer of a model.
+
+    embedding : (N, p) float32 NumPy memmap (host), the raw embedding as produced or imported.
+    rotation : (p, p) float64 memmap or None; center : (p,) float64 memmap or None.
+    """
+
+    id: str
+    name: str
+    index: int
+    source_dim: int | None
+    embedding: np.ndarray
+    rotation: np.ndarray | None = None
+    center: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+    model: str = ""
+
+    def aligned(self, xp=np):
+        """The layer in the bundle's canonical frame: ``(embedding - center) @ rotation``.
+
+        Returns an (N, p) float32 array of module ``xp`` (``numpy``, or ``cupy``: one host -> device
+        copy of the embedding). Without a stored alignment this is the embedding itself.
+        """
+        e = xp.asarray(self.embedding)
+        if self.rotation is None:
+            return e.astype(xp.float32, copy=True)
+        c = xp.asarray(self.center if self.center is not None else np.zeros(e.shape[1]), dtype=xp.float64)
+        r = xp.asarray(self.rotation, dtype=xp.float64)
+        return ((e.astype(xp.float64) - c) @ r).astype(xp.float32)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of a bundle: ``layers`` in network order, ``meta`` as stored."""
+
+    name: str
+    layers: list[Layer]
+    meta: dict = field(default_factory=dict)
+
+    def layer(self, key) -> Layer:
+        """The layer with id or name ``key``, or at index ``key`` (an int or a string of digits)."""
+        if isinstance(key, str):
+            for lay in self.layers:
+                if key in (lay.id, lay.name):
+                    return lay
+            if key.isdigit():
+                key = int(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            for lay in self.layers:
+                if lay.index == key:
+                    return lay
+        raise KeyError(f"model {self.name!r} has no layer {key!r} "
+                       f"(ids: {', '.join(lay.id for lay in self.layers)})")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A per-point attribute: ``values`` (N,) int32 codes into ``categories`` or float32 values."""
+
+    name: str
+    kind: str
+    values: np.ndarray
+    categories: list[str] | None = None
+    extent: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An opened bundle; every array is a read-only host memmap."""
+
+    path: Path
+    manifest: dict
+    n: int
+    dim: int
+    models: dict[str, Model]
+    attributes: dict[str, Attribute]
+    default_attribute: str | None
+    images: np.ndarray | None
+    provenance: dict
+    _similarity: dict = field(default_factory=dict, repr=False)
+
+    def similarity(self, a: str, b: str) -> np.ndarray | None:
+        """(La, Lb) float32 similarity between the layers of models ``a`` and ``b``, or None."""
+        if (a, b) in self._similarity:
+            return self._similarity[(a, b)]
+        if (b, a) in self._similarity:
+            return self._similarity[(b, a)].T
+        return None
+
+
+class _Check:
+    """Type checks on manifest values that raise BundleError naming the manifest file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, msg: str):
+        raise BundleError(f"{self.path}: {msg}")
+
+    def get(self, d: dict, key: str, types, where: str, optional: bool = False):
+        if key not in d:
+            if optional:
+                return None
+            self.fail(f"{where} lacks the key {key!r}")
+        v = d[key]
+        if optional and v is None:
+            return None
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in _as_tuple(types))
+        if not ok:
+            names = "/".join(t.__name__ for t in _as_tuple(types))
+            self.fail(f"{where}.{key} must be {names}, got {type(v).__name__} {_short(v)}")
+        return v
+
+    def name(self, v, where: str) -> str:
+        if not isinstance(v, str) or not _SAFE.match(v):
+            self.fail(f"{where} {_short(v)} is not a valid name (letters, digits, _ . + -)")
+        return v
+
+    def count(self, d: dict, key: str, where: str, optional: bool = False, minimum: int = 1):
+        v = self.get(d, key, int, where, optional)
+        if v is not None and v < minimum:
+            self.fail(f"{where}.{key} must be >= {minimum}, got {v}")
+        return v
+
+
+def _as_tuple(t):
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _short(v, limit: int = 60) -> str:
+    s = repr(v)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype) -> np.ndarray:
+    """Memory-map ``root/rel`` and check its shape and dtype (``None`` in ``shape`` = any size)."""
+    if (not isinstance(rel, str) or not rel or "\x00" in rel or rel.startswith(("/", "\\"))
+            or ".." in Path(rel).parts):
+        check.fail(f"{where}: file {_short(rel)} must be a relative path inside the bundle")
+    path = root / rel
+    try:
+        present = path.is_file()
+    except (OSError, ValueError):
+        present = False
+    if not present:
+        check.fail(f"{where}: file {_short(rel)} is missing")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"{path}: not a readable .npy array ({exc})") from exc
+    if arr.dtype != np.dtype(dtype):
+        raise BundleError(f"{path}: dtype {arr.dtype} where {np.dtype(dtype)} was expected ({where})")
+    if len(arr.shape) != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        want = "x".join("*" if s is None else str(s) for s in shape)
+        raise BundleError(f"{path}: shape {arr.shape} where {want} was expected ({where})")
+    return arr
+
+
+def load_bundle(path, *, verify: bool = False) -> Bundle:
+    """Open the bundle directory ``path``; arrays are memory-mapped (host, read-only).
+
+    ``verify=True`` also reads every layer file and compares its CRC-32 with the manifest (a full
+    read of the bundle). Raises :class:`BundleError` naming the file for any inconsistency.
+    """
+    root = Path(path)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    if not mpath.is_file():
+        raise BundleError(f"{mpath}: missing (is {root} a layertour bundle?)")
+    try:
+        manifest = json.loads(mpath.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{mpath}: corrupt manifest ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    except OSError as exc:
+        raise BundleError(f"{mpath}: unreadable ({exc})") from exc
+    return _parse(root, manifest, _Check(mpath), verify)
+
+
+def _parse(root: Path, m, check: _Check, verify: bool) -> Bundle:
+    if not isinstance(m, dict):
+        check.fail(f"the manifest must be a JSON object, got {type(m).__name__}")
+    version = check.get(m, "format_version", int, "manifest")
+    if version != FORMAT_VERSION:
+        check.fail(f"unknown format_version {version} (this layertour reads version {FORMAT_VERSION})")
+    n = check.count(m, "n", "manifest")
+    dim = check.count(m, "dim", "manifest")
+    models: dict[str, Model] = {}
+    for i, md in enumerate(check.get(m, "models", list, "manifest")):
+        where = f"models[{i}]"
+        if not isinstance(md, dict):
+            check.fail(f"{where} must be an object")
+        name = check.name(check.get(md, "name", str, where), f"{where}.name")
+        if name in models:
+            check.fail(f"{where}: duplicate model name {name!r}")
+        layers = [_parse_layer(root, check, ld, f"{where}.layers[{j}]", name, n, dim, verify)
+                  for j, ld in enumerate(check.get(md, "layers", list, where))]
+        if not layers:
+            check.fail(f"{where} ({name}) has no layers")
+        ids = [lay.id for lay in layers]
+        if len(set(ids)) != len(ids):
+            check.fail(f"{where} ({name}) has duplicate layer ids")
+        meta = check.get(md, "meta", dict, where, optional=True) or {}
+        models[name] = Model(name, layers, meta)
+    if not models:
+        check.fail("the manifest lists no models")
+    attributes: dict[str, Attribute] = {}
+    for i, ad in enumerate(check.get(m, "attributes", list, "manifest")):
+        a = _parse_attribute(root, check, ad, f"attributes[{i}]", n)
+        if a.name in attributes:
+            check.fail(f"attributes[{i}]: duplicate attribute {a.name!r}")
+        attributes[a.name] = a
+    default = check.get(m, "default_attribute", str, "manifest", optional=True)
+    if default is not None and default not in attributes:
+        check.fail(f"default_attribute {default!r} is not one of the attributes")
+    images_rel = check.get(m, "images", str, "manifest", optional=True)
+    images = None
+    if images_rel is not None:
+        images = _open_array(root, images_rel, check, "images", (n, 32, 32, 3), np.uint8)
+    sims = {}
+    for i, sd in enumerate(check.get(m, "similarity", list, "manifest", optional=True) or []):
+        where = f"similarity[{i}]"
+        if not isinstance(sd, dict):
+            check.fail(f"{where} must be an object")
+        a, b = check.get(sd, "a", str, where), check.get(sd, "b", str, where)
+        if a not in models or b not in models:
+            check.fail(f"{where}: models {a!r}, {b!r} must both be in the bundle")
+        shape = (len(models[a].layers), len(models[b].layers))
+        sims[(a, b)] = _open_array(root, check.get(sd, "file", str, where), check, where, shape, np.float32)
+    provenance = check.get(m, "provenance", dict, "manifest", optional=True) or {}
+    return Bundle(root, m, n, dim, models, attributes, default, images, provenance, sims)
+
+
+def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer:
+    if not isinstance(ld, dict):
+        check.fail(f"{where} must be an object")
+    lid = check.name(check.get(ld, "id", str, where), f"{where}.id")
+    where = f"{where} ({model}/{lid})"
+    name = check.get(ld, "name", str, where, optional=True) or lid
+    index = check.count(ld, "index", where, minimum=0)
+    source_dim = check.count(ld, "source_dim", where, optional=True)
+    emb = _open_array(root, check.get(ld, "file", str, where), check, where, (n, dim), np.float32)
+    rot = cen = None
+    if ld.get("rotation") is not None or ld.get("center") is not None:
+        rot = _open_array(root, check.get(ld, "rotation", str, where), check, where, (dim, dim), np.float64)
+        cen = _open_array(root, check.get(ld, "center", str, where), check, where, (dim,), np.float64)
+    meta = check.get(ld, "meta", dict, where, optional=True) or {}
+    if verify:
+        want = check.get(ld, "checksum", str, where)
+        got = _crc(emb)
+        if got != want:
+            raise BundleError(f"{emb.filename}: checksum {got} differs from the manifest's {want} "
+                              f"(corrupt layer {model}/{lid})")
+    return Layer(lid, name, index, source_dim, emb, rot, cen, meta, model)
+
+
+def _parse_attribute(root, check: _Check, ad, where, n) -> Attribute:
+    if not isinstance(ad, dict):
+        check.fail(f"{where} must be an object")
+    name = check.name(check.get(ad, "name", str, where), f"{where}.name")
+    where = f"{where} ({name})"
+    kind = check.get(ad, "kind", str, where)
+    if kind not in KINDS:
+        check.fail(f"{where}.kind must be one of {KINDS}, got {kind!r}")
+    rel = check.get(ad, "file", str, where)
+    if kind == "categorical":
+        cats = check.get(ad, "categories", list, where)
+        if not all(isinstance(c, str) for c in cats):
+            check.fail(f"{where}.categories must be a list of strings")
+        values = _open_array(root, rel, check, where, (n,), np.int32)
+        if n and (int(values.min()) < 0 or int(values.max()) >= len(cats)):
+            raise BundleError(f"{root / rel}: codes outside 0..{len(cats) - 1} ({where})")
+        return Attribute(name, kind, values, list(cats), None)
+    ext = check.get(ad, "extent", list, where)
+    if len(ext) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ext):
+        check.fail(f"{where}.extent must be [lo, hi]")
+    values = _open_array(root, rel, check, where, (n,), np.float32)
+    return Attribute(name, kind, values, None, (float(ext[0]), float(ext[1])))
+
+
+def _crc(a: np.ndarray) -> str:
+    """CRC-32 of the array's bytes in C order, read in chunks (no full copy)."""
+    crc = 0
+    flat = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
+    for s in range(0, flat.shape[0], _CHUNK_ROWS):
+        crc = zlib.crc32(np.ascontiguousarray(flat[s:s + _CHUNK_ROWS]).data, crc)
+    return f"crc32:{crc:08x}"
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON to a temp name, fsync, then rename over ``path`` (atomic on POSIX)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, arr: np.ndarray, *, finite_label: str | None = None) -> str:
+    """Write ``arr`` as ``.npy`` to a temp name in chunks, then rename; returns its CRC-32.
+
+    With ``finite_label`` set, NaN or Inf values raise BundleError naming that label (the temp file
+    is removed). ``arr`` may be a memmap: it is read once, chunk by chunk.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
+              "shape": tuple(int(s) for s in arr.shape)}
+    crc = 0
+    flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for s in range(0, flat.shape[0], _CHUNK_ROWS):
+                chunk = np.ascontiguousarray(flat[s:s + _CHUNK_ROWS])
+                if finite_label is not None and not np.isfinite(chunk).all():
+                    bad = s + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+                    raise BundleError(f"{finite_label}: NaN or Inf values (first in row {bad})")
+                crc = zlib.crc32(chunk.data, crc)
+                f.write(chunk.data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return f"crc32:{crc:08x}"
+
+
+class BundleWriter:
+    """Builds a bundle in ``.<name>.partial/`` beside ``path``; ``commit()`` renames it into place.
+
+    n, dim : the number of points and the embedding dimension p of every layer.
+    resume : keep the layers a previous (killed) run finished in the staging directory (each is
+        checked against the shape and CRC-32 recorded in the progress file); otherwise start clean.
+    overwrite : replace an existing bundle at ``path`` (only at the final rename); without it an
+        existing ``path`` is refused at once.
+
+    All arrays given to the writer may be NumPy or CuPy (copied to the host); they are stored as
+    documented in the module docstring.
+    """
+
+    def __init__(self, path, *, n: int, dim: int, resume: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise BundleError(f"{self.path}: n must be a positive int, got {n!r}")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+            raise BundleError(f"{self.path}: dim must be a positive int, got {dim!r}")
+        self.n, self.dim, self.overwrite = int(n), int(dim), overwrite
+        self._check_target()
+        self.staging = self.path.parent / f".{self.path.name}.partial"
+        self._closed = False
+        self._state = self._fresh_state()
+        if resume and (self.staging / PROGRESS).is_file():
+            self._resume()
+        else:
+            if self.staging.exists():
+                shutil.rmtree(self.staging)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+            self._save_progress()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _fresh_state(self) -> dict:
+        return {"n": self.n, "dim": self.dim, "models": {}, "attributes": {}, "default_attribute": None,
+                "images": None, "similarity": {}, "provenance": {}}
+
+    def _check_target(self) -> None:
+        if not (self.path.exists() or self.path.is_symlink()):
+            return
+        if not self.overwrite:
+            raise BundleError(f"{self.path}: already exists (pass overwrite=True / --force to replace it)")
+        if not self.path.is_dir() or not ((self.path / MANIFEST).is_file() or not any(self.path.iterdir())):
+            raise BundleError(f"{self.path}: exists and is not a layertour bundle; refusing to replace it")
+
+    def _resume(self) -> None:
+        prog = self.staging / PROGRESS
+        try:
+            state = json.loads(prog.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{prog}: unreadable progress file ({exc}); rerun without resume") from exc
+        if not isinstance(state, dict) or state.get("n") != self.n or state.get("dim") != self.dim:
+            old = state if isinstance(state, dict) else {}
+            raise BundleError(f"{prog}: the interrupted run had n={old.get('n')}, dim={old.get('dim')}; "
+                              f"this run has n={self.n}, dim={self.dim} (rerun without resume)")
+        self._state = {**self._fresh_state(), **state}
+        kept = 0
+        for mname, model in self._state["models"].items():
+            for lid in list(model["layers"]):
+                rec = model["layers"][lid]
+                ok = self._verify(self.staging / rec["file"], rec)
+                if not ok:
+                    log.warning("resume: dropping %s/%s (file missing or corrupt)", mname, lid)
+                    del model["layers"][lid]
+                else:
+                    kept += 1
+        log.info("resume: kept %d finished layers in %s", kept, self.staging)
+        self._save_progress()
+
+    def _verify(self, path: Path, rec: dict) -> bool:
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return False
+        return (list(arr.shape) == rec.get("shape") and arr.dtype == np.float32
+                and _crc(arr) == rec.get("checksum"))
+
+    def _save_progress(self) -> None:
+        _write_json(self.staging / PROGRESS, self._state)
+
+    def _open(self) -> None:
+        if self._closed:
+            raise BundleError(f"{self.path}: this BundleWriter was already committed or aborted")
+
+    def _model(self, model: str) -> dict:
+        if model not in self._state["models"]:
+            raise BundleError(f"{self.path}: no model {model!r} (call add_model first)")
+        return self._state["models"][model]
+
+    # -- public API ------------------------------------------------------------------------
+
+    def add_model(self, name: str, meta: dict | None = None) -> None:
+        """Add model ``name`` (kept, with its finished layers, when resuming); ``meta`` is JSON."""
+        self._open()
+        if not isinstance(name, str) or not _SAFE.match(name):
+            raise BundleError(f"{self.path}: model name {name!r} is not valid (letters, digits, _ . + -)")
+        _check_json(meta or {}, f"{self.path}: meta of model {name!r}")
+        models = self._state["models"]
+        if name not in models:
+            (self.staging / "models" / name).mkdir(parents=True, exist_ok=True)
+            models[name] = {"meta": meta or {}, "layers": {}}
+        elif meta is not None:
+            models[name]["meta"] = meta
+        self._save_progress()
+
+    def write_layer(self, model: str, layer_id: str, embedding, *, name: str | None = None,
+                    source_dim: int | None = None, meta: dict | None = None,
+                    index: int | None = None) -> None:
+        """Store one layer: ``embedding`` (n, dim) float, NumPy/CuPy/memmap (read once, in chunks).
+
+        The file is written to a temp name, renamed, then recorded in the progress file. ``index``
+        is the layer's position in network order (default: after the layers already written); the
+        manifest lists layers by index. NaN/Inf raise BundleError naming model and layer.
+        """
+        self._open()
+        m = self._model(model)
+        if not isinstance(layer_id, str) or not _SAFE.match(layer_id) or layer_id.endswith((".rotation",
+                                                                                            ".center")):
+            raise BundleError(f"{self.path}: layer id {layer_id!r} of model {model!r} is not valid "
+                              "(letters, digits, _ . + -; not ending in .rotation/.center)")
+        emb = embedding if isinstance(embedding, np.ndarray) else to_host(embedding)
+        if emb.shape != (self.n, self.dim):
+            raise BundleError(f"{model}/{layer_id}: embedding shape {tuple(emb.shape)} where "
+                              f"({self.n}, {self.dim}) was expected")
+        if not np.issubdtype(emb.dtype, np.floating):
+            raise BundleError(f"{model}/{layer_id}: embedding dtype {emb.dtype} is not floating point")
+        if emb.dtype != np.dtype("<f4"):
+            emb = emb.astype("<f4")
+        _check_json(meta or {}, f"{model}/{layer_id}: meta")
+        rel = f"models/{model}/{layer_id}.npy"
+        crc = _save_npy(self.staging / rel, emb, finite_label=f"model {model}, layer {layer_id}")
+        old = m["layers"].get(layer_id)
+        if index is None:
+            index = old["index"] if old else (max((r["index"] for r in m["layers"].values()), default=-1) + 1)
+        m["layers"][layer_id] = {"id": layer_id, "name": name or layer_id, "index": int(index),
+                                 "source_dim": None if source_dim is None else int(source_dim),
+                                 "file": rel, "shape": [self.n, self.dim], "dtype": "float32",
+                                 "checksum": crc, "rotation": None, "center": None, "meta": meta or {}}
+        self._save_progress()
+
+    def has_layer(self, model: str, layer_id: str) -> bool:
+        """True when ``layer_id`` of ``model`` is finished (written now or kept by resume)."""
+        return layer_id in self._state["models"].get(model, {}).get("layers", {})
+
+    def read_layer(self, model: str, layer_id: str) -> np.ndarray:
+        """A finished layer's embedding: (n, dim) float32 memmap of the staging file (host)."""
+        rec = self._model(model)["layers"].get(layer_id)
+        if rec is None:
+            raise BundleError(f"{self.path}: model {model!r} has no finished layer {layer_id!r}")
+        return np.load(self.staging / rec["file"], mmap_mode="r")
+
+    def set_alignment(self, model: str, layer_id: str, rotation, center) -> None:
+        """Store a layer's canonical alignment: rotation (dim, dim), center (dim,), kept as float64."""
+        self._open()
+        rec = self._model(model)["layers"].get(layer_id)
+        if rec is None:
+            raise BundleError(f"{self.path}: set_alignment before write_layer for {model}/{layer_id}")
+        r = np.asarray(to_host(rotation), dtype=np.float64)
+        c = np.asarray(to_host(center), dtype=np.float64)
+        if r.shape != (self.dim, self.dim) or c.shape != (self.dim,):
+            raise BundleError(f"{model}/{layer_id}: alignment shapes {r.shape}, {c.shape} where "
+                              f"({self.dim}, {self.dim}) and ({self.dim},) were expected")
+        for part, a in (("rotation", r), ("center", c)):
+            rel = f"models/{model}/{layer_id}.{part}.npy"
+            _save_npy(self.staging / rel, a, finite_label=f"model {model}, layer {layer_id}, {part}")
+            rec[part] = rel
+        self._save_progress()
+
+    def set_attribute(self, name: str, values, kind: str, categories=None, extent=None,
+                      default: bool = False) -> None:
+        """Store a per-point attribute: (n,) integer codes into ``categories`` (categorical, stored
+        int32) or finite floats (continuous, stored float32; ``extent`` defaults to (min, max))."""
+        self._open()
+        where = f"{self.path}: attribute {name!r}"
+        if not isinstance(name, str) or not _SAFE.match(name):
+            raise BundleError(f"{where}: not a valid name (letters, digits, _ . + -)")
+        if kind not in KINDS:
+            raise BundleError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
+        v = np.asarray(to_host(values))
+        if v.shape != (self.n,):
+            raise BundleError(f"{where}: shape {v.shape} where ({self.n},) was expected")
+        if kind == "categorical":
+            if categories is None or not all(isinstance(c, str) for c in categories):
+                raise BundleError(f"{where}: categorical attributes need categories (a list of str)")
+            if extent is not None:
+                raise BundleError(f"{where}: extent is for continuous attributes only")
+            if not np.issubdtype(v.dtype, np.integer):
+                raise BundleError(f"{where}: categorical codes must be integers, got {v.dtype}")
+            if v.min() < 0 or v.max() >= len(categories):
+                raise BundleError(f"{where}: codes outside 0..{len(categories) - 1}")
+            arr, cats, ext = v.astype(np.int32), list(categories), None
+        else:
+            if categories is not None:
+                raise BundleError(f"{where}: categories are for categorical attributes only")
+            arr = v.astype(np.float32)
+            if not np.isfinite(arr).all():
+                raise BundleError(f"{where}: NaN or Inf values")
+            ext = [float(arr.min()), float(arr.max())] if extent is None else [float(e) for e in extent]
+            if len(ext) != 2 or not all(np.isfinite(ext)):
+                raise BundleError(f"{where}: extent must be two finite numbers")
+            cats = None
+        rel = f"attributes/{name}.npy"
+        (self.staging / "attributes").mkdir(exist_ok=True)
+        _save_npy(self.staging / rel, arr)
+        self._state["attributes"][name] = {"name": name, "kind": kind, "categories": cats, "extent": ext,
+                                           "file": rel}
+        if default or self._state["default_attribute"] is None:
+            self._state["default_attribute"] = name
+        self._save_progress()
+
+    def set_images(self, images) -> None:
+        """Store thumbnails: (n, 32, 32, 3) uint8."""
+        self._open()
+        im = np.asarray(to_host(images))
+        if im.shape != (self.n, 32, 32, 3) or im.dtype != np.uint8:
+            raise BundleError(f"{self.path}: images must be ({self.n}, 32, 32, 3) uint8, "
+                              f"got {im.shape} {im.dtype}")
+        _save_npy(self.staging / "images.npy", im)
+        self._state["images"] = "images.npy"
+        self._save_progress()
+
+    def set_similarity(self, a: str, b: str, S) -> None:
+        """Store the (La, Lb) layer-similarity matrix between models ``a`` and ``b`` (float32)."""
+        self._open()
+        self._model(a), self._model(b)
+        s = np.asarray(to_host(S), dtype=np.float32)
+        if s.ndim != 2:
+            raise BundleError(f"{self.path}: similarity {a}/{b} must be 2-D, got shape {s.shape}")
+        rel = f"similarity/{a}__{b}.npy"
+        (self.staging / "similarity").mkdir(exist_ok=True)
+        _save_npy(self.staging / rel, s, finite_label=f"similarity {a}/{b}")
+        self._state["similarity"][f"{a}__{b}"] = {"a": a, "b": b, "file": rel, "shape": list(s.shape)}
+        self._save_progress()
+
+    def update_provenance(self, info: dict) -> None:
+        """Merge ``info`` (JSON-serialisable; nested dicts are merged) into the provenance."""
+        self._open()
+        _check_json(info, f"{self.path}: provenance")
+        _merge(self._state["provenance"], info)
+        self._save_progress()
+
+    def manifest(self) -> dict:
+        """The manifest ``commit()`` would write now (layers sorted by index)."""
+        st = self._state
+        models = []
+        for name, m in st["models"].items():
+            layers = sorted(m["layers"].values(), key=lambda r: r["index"])
+            models.append({"name": name, "meta": m["meta"], "layers": layers})
+        return {"format_version": FORMAT_VERSION, "n": self.n, "dim": self.dim, "models": models,
+                "attributes": list(st["attributes"].values()), "default_attribute": st["default_attribute"],
+                "images": st["images"], "similarity": list(st["similarity"].values()),
+                "provenance": st["provenance"]}
+
+    def commit(self) -> Path:
+        """Write manifest.json, check the bundle, and rename it into place; returns the path."""
+        self._open()
+        man = self.manifest()
+        for m in man["models"]:
+            idx = [r["index"] for r in m["layers"]]
+            if not idx:
+                raise BundleError(f"{self.path}: model {m['name']!r} has no layers")
+            if len(set(idx)) != len(idx):
+                raise BundleError(f"{self.path}: model {m['name']!r} has layers with the same index")
+        if not man["models"]:
+            raise BundleError(f"{self.path}: nothing to commit (no models)")
+        _write_json(self.staging / MANIFEST, man)
+        load_bundle(self.staging)  # the bundle must read back before it replaces anything
+        (self.staging / PROGRESS).unlink()
+        _fsync_dir(self.staging)
+        self._check_target()
+        old = None
+        if self.path.exists():
+            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(self.path, old)
+        os.replace(self.staging, self.path)
+        _fsync_dir(self.path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the staging directory (finished layers included)."""
+        self._closed = True
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _check_json(obj, where: str) -> None:
+    try:
+        json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{where} is not JSON-serialisable ({exc})") from exc
+
+
+def _merge(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def library_versions() -> dict[str, Any]:
+    """Versions of the libraries that shape a bundle's content (from package metadata)."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("layertour", "numpy", "torch", "umap-learn", "cuml-cu13", "cuml-cu12", "cupy-cuda13x",
+                 "cupy-cuda12x"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def __getattr__(name: str):
+    """Re-export ``import_umap_tour`` / ``export_umap_tour`` from :mod:`engine.studyformat` lazily
+    (that module builds on this one, so an eager import here would be circular)."""
+    if name in ("import_umap_tour", "export_umap_tour"):
+        from engine import studyformat
+
+        return getattr(studyformat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
