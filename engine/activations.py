@@ -1,0 +1,345 @@
+"""Record layer activations: one forward pass per batch for every layer of a group, pooled on the device.
+
+The study re-ran the network prefix of every layer over the whole data set (O(L²) forward work);
+here forward hooks on all requested modules of a *group* capture them in one pass per batch. Each
+activation is pooled with the study's rule (:func:`pool`), flattened and copied inside the hook into
+an (N, D) float32 accumulator on the back end's device (the copy happens before any later in-place
+op, e.g. ``ReLU(inplace=True)``, can overwrite the tensor). A memory planner (:func:`plan_groups`)
+splits the layers into groups whose accumulators fit a byte budget: one forward pass over the data
+per group. Results come out as NumPy arrays (CPU) or CuPy arrays sharing the torch tensors' memory
+through DLPack (CUDA: no host copy).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+
+from engine.device import Backend, resolve
+from engine.models import LayerSpec
+
+log = logging.getLogger("layertour")
+
+POOLINGS = ("avg", "max")
+
+
+class MemoryBudgetError(ValueError):
+    """A single layer's activations do not fit the memory budget, or the device ran out of memory."""
+
+
+def pooled_width(c: int, max_dim: int = 51200, max_width: int = 16) -> int:
+    """Target width w = min(max_width, ⌊√(max_dim / c)⌋), at least 1 (integer arithmetic, exact)."""
+    if c < 1 or max_dim < 1 or max_width < 1:
+        raise ValueError(f"pooled_width: c={c}, max_dim={max_dim}, max_width={max_width} must all be >= 1")
+    return max(1, min(max_width, math.isqrt(max_dim // c)))
+
+
+def pooled_dim(c: int, h: int, w: int, max_dim: int = 51200, max_width: int = 16) -> int:
+    """Length of a pooled, flattened C×H×W activation: C·H·W if ≤ max_dim, else C·w² (see pool)."""
+    if c * h * w <= max_dim:
+        return c * h * w
+    k = pooled_width(c, max_dim, max_width)
+    return c * k * k
+
+
+def pool(t, max_dim: int = 51200, max_width: int = 16, mode: str = "avg"):
+    """Pool and flatten one batch of activations, the study's rule.
+
+    t : torch tensor (B, ...) on any device. A 4-D (B, C, H, W) tensor with C·H·W > max_dim is
+        adaptively average- or max-pooled (``mode``) to w×w, w = :func:`pooled_width` (C); any
+        tensor is then flattened.
+    Returns a (B, D) tensor on t's device (a view of t when nothing was pooled).
+    """
+    import torch.nn.functional as F
+
+    if mode not in POOLINGS:
+        raise ValueError(f"pooling={mode!r} is not one of {', '.join(POOLINGS)}")
+    if t.ndim == 4:
+        c, h, w = t.shape[1:]
+        if c * h * w > max_dim:
+            k = pooled_width(c, max_dim, max_width)
+            t = F.adaptive_avg_pool2d(t, k) if mode == "avg" else F.adaptive_max_pool2d(t, k)
+    return t.reshape(t.shape[0], -1)
+
+
+def plan_groups(layer_dims: dict[str, int], n: int, budget_bytes: int) -> list[list[str]]:
+    """Split layers (in order) into consecutive groups whose float32 (n, D) arrays fit the budget.
+
+    layer_dims : layer id -> pooled dimension D (insertion order = recording order).
+    Returns the groups as lists of ids; a group's Σ n·D·4 ≤ budget_bytes. A layer that alone needs
+    more raises :class:`MemoryBudgetError` stating the bytes needed.
+    """
+    if budget_bytes <= 0:
+        raise ValueError(f"memory budget must be positive, got {budget_bytes}")
+    groups: list[list[str]] = []
+    cur: list[str] = []
+    used = 0
+    for lid, d in layer_dims.items():
+        need = n * d * 4
+        if need > budget_bytes:
+            raise MemoryBudgetError(
+                f"layer {lid}: its activations need {need:,} bytes ({n:,} × {d:,} float32), more than the "
+                f"memory budget of {budget_bytes:,} bytes; lower max_dim, use fewer inputs or a larger budget"
+            )
+        if cur and used + need > budget_bytes:
+            groups.append(cur)
+            cur, used = [], 0
+        cur.append(lid)
+        used += need
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+class _StopForward(Exception):
+    """Raised from a hook once a group's last needed module has run: the rest of the network is skipped."""
+
+
+def _sources(layers: list[LayerSpec], modules: dict) -> dict[str, tuple[str, str | None]]:
+    """Layer id -> ("input", None) | ("module", module name) | ("output", None)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    last_module = None
+    for spec in layers:
+        if spec.kind == "input":
+            out[spec.id] = ("input", None)
+        elif spec.kind == "softmax":
+            out[spec.id] = ("output", None)
+        elif spec.kind == "flatten":
+            if last_module is None:
+                raise ValueError(f"layer {spec.id}: a flatten layer needs a module layer before it")
+            out[spec.id] = ("module", last_module)
+        else:
+            if spec.name not in modules:
+                raise ValueError(f"layer {spec.id}: no module named {spec.name!r} in the model; "
+                                 f"modules: {', '.join(n for n in modules if n)}")
+            out[spec.id] = ("module", spec.name)
+            last_module = spec.name
+    return out
+
+
+def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink) -> bool:
+    """Run one batch for ``group``; ``sink(spec, (B, D) tensor)`` per layer. Returns whether model ran."""
+    import torch
+
+    by_module: dict[str, list[LayerSpec]] = {}
+    want_output = []
+    for spec in group:
+        kind, name = srcs[spec.id]
+        if kind == "input":
+            sink(spec, convert(x))
+        elif kind == "output":
+            want_output.append(spec)
+        else:
+            by_module.setdefault(name, []).append(spec)
+    if not by_module and not want_output:
+        return False
+    fired: set[str] = set()
+
+    def make_hook(name):
+        def hook(_module, _inputs, out):
+            if name in fired:  # a module called again in the same pass (a shared ReLU): first call counts
+                return
+            fired.add(name)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {by_module[name][0].id} ({name}): the module returned "
+                                f"{type(out).__name__}, not a tensor; pick a module that returns one")
+            for spec in by_module[name]:
+                sink(spec, convert(out))
+            if not want_output and len(fired) == len(by_module):
+                raise _StopForward
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(make_hook(name)) for name in by_module]
+    try:
+        out = model(x)
+    except _StopForward:
+        out = None
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [by_module[n][0].id for n in by_module if n not in fired]
+    if missing:
+        raise ValueError(f"layers {missing} never ran in the forward pass (modules unused by forward())")
+    if want_output:
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            raise TypeError(f"layer {want_output[0].id}: softmax needs the model to return a (B, K, ...) "
+                            "tensor, "
+                            f"got {type(out).__name__}")
+        probs = torch.softmax(out.float(), dim=1)
+        for spec in want_output:
+            sink(spec, convert(probs))
+    return True
+
+
+def _default_budget(backend: Backend) -> int:
+    """Bytes the accumulators may take: 60 % of free device memory, or half the available host RAM."""
+    if backend.is_cuda:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return int(0.6 * free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def _first_batch(inputs):
+    gen = iter(inputs.batches(1))
+    try:
+        return next(gen)
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+
+
+def record(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", batch_size: int = 64,
+           max_dim: int = 51200, max_width: int = 16, pooling: str = "avg", memory_budget: int | None = None,
+           skip: Iterable[str] = (), progress: bool = True) -> Iterator[tuple[LayerSpec, object]]:
+    """Record every layer's pooled activations; yields ``(LayerSpec, (N, D) float32 array)`` in list order.
+
+    model : ``torch.nn.Module``; put in eval mode and moved to the back end's device (CUDA or CPU).
+    inputs : an :class:`engine.inputs.InputSet` (``n`` and ``batches(batch_size)`` yielding float32
+        (B, C, H, W) CPU tensors in order).
+    layers : :class:`LayerSpec` s (see :mod:`engine.models`); ``skip`` : ids (or names) not recorded.
+    backend : a :class:`engine.device.Backend` or ``"auto" | "cuda" | "cpu"``. The arrays live in
+        ``backend.xp``: NumPy on the CPU, CuPy on CUDA (``cupy.from_dlpack`` of the torch
+        accumulator: no host copy).
+    max_dim, max_width, pooling : the pooling rule (:func:`pool`).
+    memory_budget : bytes the accumulators of one group may take (default: 60 % of free GPU memory,
+        or half the available RAM); layers are grouped by :func:`plan_groups`, one forward pass
+        over the inputs per group; a group of only ``input`` layers needs none.
+
+    A dry run on one input first fixes each layer's D. A module called several times in one
+    forward pass is recorded at its first call. NaN/Inf activations raise ``ValueError`` naming the
+    layer. On CUDA out-of-memory the group is retried with half the batch size, then split; a
+    single layer that still fails raises :class:`MemoryBudgetError` stating the memory needed.
+    """
+    import torch
+
+    be = backend if isinstance(backend, Backend) else resolve(backend)
+    layers = list(layers)
+    if not layers:
+        raise ValueError("record: no layers given")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
+    ids = [s.id for s in layers]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"record: duplicate layer ids in {ids}")
+    skip = set(skip)
+    unknown = skip - set(ids) - {s.name for s in layers}
+    if unknown:
+        raise ValueError(f"skip names unknown layers {sorted(unknown)}; layers: {', '.join(ids)}")
+    todo = [s for s in layers if s.id not in skip and s.name not in skip]
+    device = torch.device("cuda" if be.is_cuda else "cpu")
+    model = model.eval().to(device)
+    modules = dict(model.named_modules())
+    srcs = _sources(layers, modules)
+    if not todo:
+        return
+    n = int(inputs.n)
+
+    def convert(t):
+        return pool(t.detach(), max_dim, max_width, pooling)
+
+    dims: dict[str, int] = {}
+
+    def dry_sink(spec, t):
+        if t.shape[0] != 1:
+            raise ValueError(f"layer {spec.id}: output batch size {t.shape[0]} != input batch size 1 "
+                             "(the module must keep the batch dimension first)")
+        dims[spec.id] = int(t.shape[1])
+
+    with torch.no_grad():
+        _run_batch(model, _first_batch(inputs).to(device), todo, srcs, modules, convert, dry_sink)
+    budget = memory_budget if memory_budget is not None else _default_budget(be)
+    groups = plan_groups({s.id: dims[s.id] for s in todo}, n, budget)
+    by_id = {s.id: s for s in todo}
+    log.info("recording %d layers of %d inputs in %d group(s) (budget %.2f GB, %s)",
+             len(todo), n, len(groups), budget / 1e9, be.name)
+
+    def to_xp(acc):
+        if be.is_cuda:
+            return be.xp.from_dlpack(acc.detach())
+        return acc.numpy()
+
+    def run_group(group: list[LayerSpec], bs: int, label: str):
+        need = {s.id: n * dims[s.id] * 4 for s in group}
+        try:
+            accs = _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, label, progress)
+        except torch.OutOfMemoryError:
+            accs = None
+        if accs is None:
+            if be.is_cuda:
+                torch.cuda.empty_cache()
+            if bs > 1:
+                log.warning("out of device memory at batch size %d; retrying with %d", bs, bs // 2)
+                yield from run_group(group, bs // 2, label)
+            elif len(group) > 1:
+                log.warning("out of device memory with %d layers in one pass; splitting them", len(group))
+                half = len(group) // 2
+                yield from run_group(group[:half], batch_size, label + "a")
+                yield from run_group(group[half:], batch_size, label + "b")
+            else:
+                spec = group[0]
+                raise MemoryBudgetError(
+                    f"layer {spec.id}: out of device memory even at batch size 1; its activations alone need "
+                    f"{need[spec.id]:,} bytes ({n:,} × {dims[spec.id]:,} float32) plus one forward pass")
+            return
+        for spec in group:
+            acc = accs.pop(spec.id)
+            _check_finite(spec, acc)
+            yield spec, to_xp(acc)
+
+    for gi, gids in enumerate(groups):
+        yield from run_group([by_id[i] for i in gids], batch_size, f"group {gi + 1}/{len(groups)}")
+
+
+def _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, label, progress):
+    """One pass over the inputs for ``group``: dict id -> (n, D) float32 torch tensor on ``device``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    accs = {s.id: torch.empty((n, dims[s.id]), dtype=torch.float32, device=device) for s in group}
+    pos = [0, 0]  # start row, rows in the current batch
+
+    def sink(spec, t):
+        if t.shape[1] != dims[spec.id]:
+            raise ValueError(f"layer {spec.id}: activation size {t.shape[1]} differs from the dry run's "
+                             f"{dims[spec.id]} (inputs of different sizes?)")
+        accs[spec.id][pos[0]:pos[0] + pos[1]].copy_(t)
+
+    total = math.ceil(n / bs)
+    with torch.no_grad():
+        for x in tqdm(inputs.batches(bs), total=total, desc=f"activations {label}", unit="batch",
+                      disable=not progress, leave=False):
+            b = int(x.shape[0])
+            if pos[0] + b > n:
+                raise ValueError(f"inputs yielded more than n={n} rows")
+            pos[1] = b
+            _run_batch(model, x.to(device, non_blocking=True), group, srcs, modules, convert, sink)
+            pos[0] += b
+    if pos[0] != n:
+        raise ValueError(f"inputs yielded {pos[0]} rows, expected n={n}")
+    return accs
+
+
+def _check_finite(spec: LayerSpec, acc) -> None:
+    import torch
+
+    bad = ~torch.isfinite(acc).all(dim=1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()
+        raise ValueError(f"layer {spec.id} ({spec.name}): NaN or Inf activations for {rows.numel()} inputs "
+                         f"(first: input {int(rows[0])})")
