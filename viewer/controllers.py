@@ -97,7 +97,7 @@ class TextEntryController:
     def draw(self, canvas, overlay) -> None:
         if self.entry.active:
             h = canvas.size[1]
-            overlay.rect(8, h - 40, min(canvas.size[0] - 8, 520), h - 14, PANEL)
+            overlay.rect(8, h - 40, min(canvas.size[0] - 8, 520), h - 14, None, fill=PANEL)
             overlay.text(f"{self.entry.prompt}{self.entry.text}_", (14, h - 27), WHITE, 13, "left")
 
 
@@ -408,15 +408,15 @@ class HoverController:
         w, h = canvas.size[0], canvas.size[1]
         lines = [f"{name}: {text}" for name, text in tip.rows]
         thumb = 64 if tip.thumbnail is not None else 0
-        box_w = 12 + max(7 * max(len(s) for s in lines), thumb)
+        text_w = max(overlay.text_size(s, 11)[0] for s in lines)
+        box_w = 12 + max(text_w, thumb)
         box_h = 10 + 16 * len(lines) + (thumb + 6 if thumb else 0)
         x0 = q[0] + 12 if q[0] + 12 + box_w < w else q[0] - 12 - box_w
         y0 = min(max(q[1] - box_h / 2, 4), max(h - box_h - 4, 4))
-        overlay.rect(x0, y0, x0 + box_w, y0 + box_h, PANEL)
+        overlay.rect(x0, y0, x0 + box_w, y0 + box_h, None, fill=PANEL)
         y = y0 + 6
         if thumb:
-            rgba = np.concatenate([tip.thumbnail, np.full((*tip.thumbnail.shape[:2], 1), 255, np.uint8)], 2)
-            overlay.image(np.repeat(np.repeat(rgba, 2, axis=0), 2, axis=1), (x0 + 6, y))
+            overlay.image(tip.thumbnail, (x0 + 6, y), scale=thumb / tip.thumbnail.shape[1])
             y += thumb + 6
         for s in lines:
             overlay.text(s, (x0 + 6, y + 8), WHITE, 11, "left")
