@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from _v2_helpers import random_frame, random_map
 
+from engine import tour
 from viewer.handles import HandleError, HandleSet, axis_radius, drag_frame
-
-tour = pytest.importorskip("engine.tour")
 
 
 def _layers(rng, n=400, p=7, count=3):

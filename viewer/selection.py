@@ -81,20 +81,13 @@ def brush_lasso(xy, path_px, pixels_to_data: PixelMap) -> np.ndarray:
     if path.ndim != 2 or path.shape[1] != 2 or len(path) < 3:
         raise SelectionError(f"lasso path must be (k, 2) with k >= 3 vertices, got shape {path.shape}")
     poly = np.asarray(pixels_to_data(path), dtype=np.float64)
-    xp_poly = _like_positions(poly, xy)
-    return to_host(kernels.brush_lasso(_xy2(xy), xp_poly)).astype(bool, copy=False)
+    return to_host(kernels.brush_lasso(_xy2(xy), poly)).astype(bool, copy=False)
 
 
 def _xy2(xy):
     if xy.ndim != 2 or xy.shape[1] < 2:
         raise SelectionError(f"projected positions must be (N, d>=2), got shape {xy.shape}")
     return xy[:, :2] if xy.shape[1] > 2 else xy
-
-
-def _like_positions(a: np.ndarray, ref):
-    from engine.device import like
-
-    return like(a, ref)
 
 
 class Selection:
