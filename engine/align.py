@@ -265,10 +265,17 @@ def similarity(A, B) -> float:
     _check_rows(A, B, "A", "B")
     xp = array_module(A, B)
     mu_a, mu_b = _mean64(A, xp), _mean64(B, xp)
-    nuc = [
-        float(np.linalg.svd(to_host(_centered_cross(X, Y, mx, my, xp)), compute_uv=False).sum())
-        for X, Y, mx, my in ((A, B, mu_a, mu_b), (A, A, mu_a, mu_a), (B, B, mu_b, mu_b))
-    ]
+    ab = xp.zeros((A.shape[1], B.shape[1]), dtype=xp.float64)
+    aa = xp.zeros((A.shape[1], A.shape[1]), dtype=xp.float64)
+    bb = xp.zeros((B.shape[1], B.shape[1]), dtype=xp.float64)
+    step = _chunk_rows(A.shape[1] + B.shape[1])
+    for s in range(0, A.shape[0], step):
+        a = xp.asarray(A[s : s + step], dtype=xp.float64) - mu_a
+        b = xp.asarray(B[s : s + step], dtype=xp.float64) - mu_b
+        ab += a.T @ b
+        aa += a.T @ a
+        bb += b.T @ b
+    nuc = [float(np.linalg.svd(to_host(M), compute_uv=False).sum()) for M in (ab, aa, bb)]
     if not np.all(np.isfinite(nuc)):
         raise ValueError("similarity: non-finite values (NaN or inf) in A or B")
     if nuc[1] <= 0.0 or nuc[2] <= 0.0:
@@ -492,10 +499,7 @@ def export_similarity(bundle_path, a: str, b: str, out, device: str = "auto", *,
                 f"model {name!r} is not in bundle {bundle_path}; its models are: {', '.join(bundle.models)}"
             )
     ma, mb = bundle.models[a], bundle.models[b]
-    S = bundle.similarity(a, b)
-    if S is None:
-        St = bundle.similarity(b, a)
-        S = None if St is None else np.asarray(St).T
+    S = bundle.similarity(a, b)  # the store transposes a matrix kept as (b, a)
     if S is None:
         backend = resolve(device)
         S = to_host(
