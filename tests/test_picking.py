@@ -94,3 +94,21 @@ def test_search_by_index_and_failures(tmp_path, rng):
     r = search(b, "zebra")
     assert r.indices.size == 0 and "zebra" in r.message
     assert search(b, "   ").indices.size == 0
+
+
+def test_nearest_under_a_sheared_rotated_map(rng):
+    """The data-space candidate box must cover the pixel disc for any affine map, not only zoom/pan."""
+    from viewer.picking import Affine2
+
+    A = rng.normal(size=(2, 2)) * 60
+    to_px = Affine2(A, rng.uniform(100, 300, 2))
+    xy = rng.normal(size=(5000, 2)).astype(np.float32)
+    px = to_px(xy)
+    for _ in range(30):
+        cursor = px[rng.integers(len(px))] + rng.normal(scale=4, size=2)
+        d = np.linalg.norm(px - cursor, axis=1)
+        got = nearest(xy, cursor, to_px, radius_px=6.0)
+        if d.min() <= 6.0 - 1e-6:
+            assert got is not None and d[got] == pytest.approx(d.min(), abs=1e-6)
+        elif d.min() > 6.0 + 1e-6:
+            assert got is None

@@ -2,9 +2,10 @@
 
 GL-free. Picking works on the projected positions exactly as drawn (``canvas.project_current``)
 in whatever array module they live in: the canvas's data -> pixel map is affine (zoom and pan),
-so it is captured once as a 2x2 matrix and offset (:func:`affine_of`) and applied to all N
-points in one vectorised pass, followed by one argmin; only the winning index crosses to the
-host. That is a few milliseconds at 10^6 points on a CPU and far less on a GPU.
+so it is captured once as a 2x2 matrix and offset (:func:`affine_of`); the cursor's pixel disc
+becomes a data-space box, one vectorised pass over the x and y columns keeps the points in it,
+and exact pixel distances are computed for those few only. Only the winning index crosses to
+the host (timings: ``benchmarks/bench_interaction.py``).
 """
 
 from __future__ import annotations
@@ -55,16 +56,27 @@ def nearest(xy, cursor_px, to_pixels: Affine2, radius_px: float = 8.0) -> int | 
 
     xy : (N, d) data-space positions (d >= 2; x and y used), NumPy or CuPy.
     cursor_px : (x, y) in pixels, origin top-left. to_pixels : the data -> pixel :class:`Affine2`.
-    Ties go to the lowest index. Cost: one (N, 2) affine map and one argmin in xy's array module.
+    Ties go to the lowest index. Cost: a box test on the float32 x and y columns (the pixel disc's
+    bounding box mapped to data space), then exact float64 pixel distances for the few candidates;
+    only the winner's index crosses to the host.
     """
     xp = array_module(xy)
     if xy.shape[0] == 0:
         return None
-    px = to_pixels(xy[:, :2])
-    c = xp.asarray(np.asarray(cursor_px, dtype=np.float64).reshape(1, 2))
-    d2 = ((px - c) ** 2).sum(axis=1)
-    i = int(to_host(xp.argmin(d2)))
-    return i if float(to_host(d2[i])) <= float(radius_px) ** 2 else None
+    cursor = np.asarray(cursor_px, dtype=np.float64).reshape(2)
+    inv = np.linalg.inv(to_pixels.A)
+    c = inv @ (cursor - to_pixels.b)
+    half = float(radius_px) * np.linalg.norm(inv, axis=1) * (1 + 1e-6) + 1e-6 * (1 + np.abs(c))
+    x, y = xy[:, 0], xy[:, 1]
+    box = xp.abs(x - np.float32(c[0])) <= np.float32(half[0])
+    box &= xp.abs(y - np.float32(c[1])) <= np.float32(half[1])
+    cand = xp.flatnonzero(box)
+    if int(cand.shape[0]) == 0:
+        return None
+    px = to_pixels(xy[cand, :2])
+    d2 = ((px - xp.asarray(cursor.reshape(1, 2))) ** 2).sum(axis=1)
+    k = int(to_host(xp.argmin(d2)))
+    return int(to_host(cand[k])) if float(to_host(d2[k])) <= float(radius_px) ** 2 else None
 
 
 def nearest_within(px: np.ndarray, cursor_px, radius_px: float) -> int | None:
