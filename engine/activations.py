@@ -261,8 +261,16 @@ def record(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", batch_
                              "(the module must keep the batch dimension first)")
         dims[spec.id] = int(t.shape[1])
 
-    with torch.no_grad():
-        _run_batch(model, _first_batch(inputs).to(device), todo, srcs, modules, convert, dry_sink)
+    try:
+        with torch.no_grad():
+            _run_batch(model, _first_batch(inputs).to(device), todo, srcs, modules, convert, dry_sink)
+    except torch.OutOfMemoryError:
+        dry_oom = True
+    else:
+        dry_oom = False
+    if dry_oom:
+        raise MemoryBudgetError(f"out of device memory in the dry run on a single input: the model and one "
+                                f"forward pass do not fit on {be.device_name}")
     budget = memory_budget if memory_budget is not None else _default_budget(be)
     groups = plan_groups({s.id: dims[s.id] for s in todo}, n, budget)
     by_id = {s.id: s for s in todo}
