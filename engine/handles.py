@@ -1,0 +1,169 @@
+"""Direct manipulation of a tour frame: drag a data handle or an axis handle under the cursor.
+
+Pure float64 NumPy on small matrices (host). A *frame* is a (p, d) matrix with orthonormal columns;
+the picture of data X (N, p) is X @ frame, so the projection of a p-vector ``point`` is
+``point @ frame`` (a d-vector) and the projection of the basis vector e_i is row i of the frame.
+
+Both functions return a new orthonormal (p, d) float64 frame and leave their inputs untouched.
+They are re-exported by :mod:`engine.tour`; the tour continues from the returned frame through
+``GrandTour.set_frame``. This module imports nothing from the rest of the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["drag_handle", "drag_axis"]
+
+
+def _frame(frame, func: str) -> np.ndarray:
+    """``frame`` as a (p, d) float64 array with orthonormal columns (QR with a sign fix)."""
+    F = np.asarray(frame, dtype=np.float64)
+    if F.ndim != 2 or F.shape[1] < 1 or F.shape[0] < F.shape[1]:
+        raise ValueError(f"{func}: frame must be a (p, d) array with p >= d >= 1, got shape {F.shape}")
+    if not np.all(np.isfinite(F)):
+        raise ValueError(f"{func}: frame contains NaN or infinite values")
+    Q, R = np.linalg.qr(F)
+    diag = R.diagonal()
+    if np.min(np.abs(diag)) <= 1e-12 * max(np.max(np.abs(diag)), 1e-300):
+        raise ValueError(f"{func}: frame has linearly dependent columns (shape {F.shape})")
+    return Q * np.where(diag < 0, -1.0, 1.0)
+
+
+def _vector(v, n: int, name: str, func: str) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.shape != (n,):
+        raise ValueError(f"{func}: {name} must have shape ({n},), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{func}: {name} contains NaN or infinite values")
+    return a
+
+
+def _completion(F: np.ndarray) -> np.ndarray:
+    """(p, p) orthogonal B whose first d columns are F (F orthonormal); the rest span F's complement."""
+    p, d = F.shape
+    Q, R = np.linalg.qr(F, mode="complete")
+    Q[:, :d] *= np.where(R.diagonal() < 0, -1.0, 1.0)
+    Q[:, :d] = F
+    return Q
+
+
+def drag_handle(frame, point, target) -> np.ndarray:
+    """The frame after dragging the projection of ``point`` onto ``target``.
+
+    frame : (p, d) float64 host array, orthonormal columns (re-orthonormalised if slightly off).
+    point : (p,) the dragged handle in data space (e.g. a class centroid), not zero.
+    target : (d,) where its projection ``point @ frame`` should land (the cursor, in data units).
+    Returns the (p, d) float64 orthonormal frame F' = R @ frame, where R is the smallest rotation
+    of R^p, turning in a single plane, for which ``point @ F' == target``.
+
+    Derivation. Let c = point, F = frame, y = F^T c (the current projection, a d-vector).
+    Any rotation R of the data space acts on the frame as F' = R F, which keeps F' orthonormal.
+    The projection becomes F'^T c = F^T (R^T c) = F^T u with u = R^T c, a vector of norm ||c||.
+    So we need a u with ||u|| = ||c|| and F^T u = t (t = target): u = F t + w with w orthogonal to
+    span(F) and ||w||^2 = ||c||^2 - ||t||^2. Such u exists iff ||t|| <= ||c||; otherwise t is
+    clamped to the reachable radius ||c|| keeping its direction. Among these u, the rotation angle
+    needed to turn c into u is at least angle(c, u), and the rotation in the plane span(c, u)
+    attains it; the angle is smallest when u.c = t.y + w.c_perp is largest, i.e. when w points
+    along c_perp = c - F y (the part of c outside the view plane). When c lies in the view plane
+    (c_perp = 0) every admissible w gives the same angle; we take w along the first basis vector
+    of the plane's orthogonal complement (from a complete QR of F), so the result is
+    deterministic. With a = c/||c|| and b the unit part of u orthogonal to a, theta = angle(c, u),
+    R^T is the rotation by theta from a towards b in span(a, b) and identity on its complement:
+        R = I + (cos theta - 1)(a a^T + b b^T) + sin theta (a b^T - b a^T),
+    so F' = R F costs O(p d), and point @ F' = u^T F = t + w^T F = t. When target equals the current
+    projection, u = c, theta = 0 and F' = F. If p == d the view plane is all of R^p, w must be 0 and
+    the only reachable radius is ||c||: t is rescaled to that norm.
+    """
+    F = _frame(frame, "drag_handle")
+    p, d = F.shape
+    c = _vector(point, p, "point", "drag_handle")
+    t = _vector(target, d, "target", "drag_handle")
+    cn = float(np.linalg.norm(c))
+    if cn == 0.0:
+        raise ValueError("drag_handle: point is the zero vector; its projection cannot be moved")
+    tn = float(np.linalg.norm(t))
+    if tn > cn or (p == d and tn != cn):
+        if tn == 0.0:
+            raise ValueError("drag_handle: p == d, so the target must have the norm of point, not 0")
+        t = t * (cn / tn)
+        tn = cn
+    y = F.T @ c
+    c_perp = c - F @ y
+    c_perp -= F @ (F.T @ c_perp)
+    r = np.sqrt(max(cn * cn - tn * tn, 0.0))
+    pn = float(np.linalg.norm(c_perp))
+    if r == 0.0:
+        w = np.zeros(p)
+    elif pn > 1e-14 * cn:
+        w = c_perp * (r / pn)
+    else:
+        w = _completion(F)[:, d] * r
+    u = F @ t + w
+    a = c / cn
+    v = u - a * (a @ u)
+    s = float(np.linalg.norm(v))
+    theta = float(np.arctan2(s, a @ u))
+    if s == 0.0 or theta == 0.0:
+        return F
+    b = v / s
+    aF = a @ F
+    bF = b @ F
+    cos_m1 = np.cos(theta) - 1.0
+    sin_t = np.sin(theta)
+    return F + np.outer(a, cos_m1 * aF + sin_t * bF) + np.outer(b, cos_m1 * bF - sin_t * aF)
+
+
+def drag_axis(frame, i: int, target) -> np.ndarray:
+    """The frame after dragging axis handle ``i`` (the projection of e_i, row i of the frame).
+
+    frame : (p, d) float64 host array, orthonormal columns.
+    i : index of the data axis, 0 <= i < p.
+    target : (d,) the wanted position of row i; clamped to norm 1 (keeping its direction) because
+        a row of an orthonormal frame has norm <= 1. (If p == d every row has norm exactly 1, so
+        the target is rescaled to norm 1.)
+    Returns a (p, d) float64 orthonormal frame whose row i equals ``target`` (after clamping).
+
+    Method (the Distill Grand Tour's axis mode, with row i kept first): complete the frame to a
+    p x p orthogonal B = [F | C]. Row i of B is the unit vector (F[i], C[i]); replace it by
+    (t, C[i] * sqrt(1 - ||t||^2) / ||C[i]||), still a unit vector, whose first d entries are t.
+    Then orthonormalise the rows of B by Gram-Schmidt with row i first and the others in index
+    order (done as a Householder QR of the reordered B^T with a sign fix, which is the same
+    Gram-Schmidt exactly in exact arithmetic and orthonormal to rounding), and keep the first d
+    columns. Row i stays exactly as set, so row i of the result is t. The result does not depend on
+    which completion C is used (every step only uses inner products of rows, unchanged by a
+    rotation of C's columns), except when ||F[i]|| == 1 (e_i lies in the view plane, C[i] = 0):
+    then the new tail points along the first complement column. When target equals row i the
+    frame comes back unchanged.
+    """
+    F = _frame(frame, "drag_axis")
+    p, d = F.shape
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < p:
+        raise ValueError(f"drag_axis: i must be an integer axis index in [0, {p}), got {i!r}")
+    i = int(i)
+    t = _vector(target, d, "target", "drag_axis")
+    tn = float(np.linalg.norm(t))
+    if tn > 1.0 or (p == d and tn != 1.0):
+        if tn == 0.0:
+            raise ValueError("drag_axis: p == d, so every row has norm 1 and the target cannot be 0")
+        t = t / tn
+        tn = 1.0
+    B = _completion(F)
+    tail = B[i, d:].copy()
+    room = np.sqrt(max(1.0 - tn * tn, 0.0))
+    if tail.size:
+        tnorm = float(np.linalg.norm(tail))
+        if tnorm > 1e-14:
+            tail *= room / tnorm
+        else:
+            tail = np.zeros(p - d)
+            tail[0] = room
+    B[i, :d] = t
+    B[i, d:] = tail
+    order = np.r_[i, np.arange(i), np.arange(i + 1, p)]
+    Q, R = np.linalg.qr(B[order].T)
+    Q *= np.where(R.diagonal() < 0, -1.0, 1.0)
+    out = np.empty((p, d))
+    out[order] = Q.T[:, :d]
+    out[i] = t
+    return out

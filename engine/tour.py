@@ -1,0 +1,523 @@
+"""The Grand Tour as math on small matrices: frames, geodesics, the tour itself, handles, saved views.
+
+Everything here is float64 NumPy on the host; matrices are p x d with p <= 64 or so, d = 2 or 3.
+A *frame* F is a (p, d) matrix with orthonormal columns; the picture of data X (N, p) is X @ F.
+Only the frame (or one geodesic segment's parameters) crosses to the device, in ``kernels``.
+
+- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics.
+- ``geodesic(Fa, Fz) -> Geodesic``: Buja et al.'s geodesic interpolation between two planes (as
+  the R package tourr does it), with principal angles from atan2 instead of acos.
+- ``GrandTour``: the running tour (geodesic or torus method), pausable, scrubbable, serialisable.
+- ``drag_handle``, ``drag_axis`` (from :mod:`engine.handles`): direct manipulation.
+- ``view_path(Fa, Fz)``, ``smoothstep``: animated "go to saved view" that ends exactly on Fz.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.handles import _completion, drag_axis, drag_handle
+
+__all__ = [
+    "ANGLE_EPS", "HISTORY_LIMIT", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
+    "geodesic", "is_orthonormal", "orthonormalize", "random_frame", "smoothstep", "view_path",
+]
+
+ANGLE_EPS = 1e-6        # principal angles below this are treated as 0 (tourr's epsilon)
+_VIEW_EPS = 1e-13       # view_path keeps every resolvable angle so that it ends exactly on Fz
+MIN_SEGMENT = 1e-3      # a random target closer than this (radians) is redrawn, up to 10 times
+HISTORY_LIMIT = 128     # finished path pieces kept for rewind()
+
+
+def _frame_arg(F, name: str, func: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    a = np.asarray(F, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 1 or a.shape[0] < a.shape[1]:
+        raise ValueError(f"{func}: {name} must be a (p, d) array with p >= d >= 1, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{func}: {name} has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{func}: {name} contains NaN or infinite values")
+    return a
+
+
+def _qr_frame(F: np.ndarray, name: str, func: str) -> np.ndarray:
+    Q, R = np.linalg.qr(F)
+    diag = R.diagonal()
+    if np.min(np.abs(diag)) <= 1e-12 * max(np.max(np.abs(diag)), 1e-300):
+        raise ValueError(f"{func}: {name} has linearly dependent columns (shape {F.shape})")
+    return Q * np.where(diag < 0, -1.0, 1.0)
+
+
+def orthonormalize(F) -> np.ndarray:
+    """Orthonormal basis of span(F) with the same orientation: F (p, d) -> (p, d) float64, host.
+
+    Householder QR with signs fixed so that R has a positive diagonal: this is Gram-Schmidt in
+    exact arithmetic, orthonormal to rounding (~1e-16) in floating point, and it returns an already
+    orthonormal F unchanged to rounding. Raises ValueError for a bad shape, NaN/inf, or dependent
+    columns.
+    """
+    return _qr_frame(_frame_arg(F, "F", "orthonormalize"), "F", "orthonormalize")
+
+
+def is_orthonormal(F, tol: float = 1e-12) -> bool:
+    """True when the (p, d) array F has max |F^T F - I| <= tol."""
+    F = _frame_arg(F, "F", "is_orthonormal")
+    return bool(np.max(np.abs(F.T @ F - np.eye(F.shape[1]))) <= tol)
+
+
+def _dims(p, d, func: str, strict: bool = False) -> tuple[int, int]:
+    for name, v in (("p", p), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{func}: {name} must be a positive integer, got {v!r}")
+    if p < d or (strict and p == d):
+        rel = ">" if strict else ">="
+        raise ValueError(f"{func}: need p {rel} d, got p={p}, d={d}")
+    return int(p), int(d)
+
+
+def random_frame(p: int, d: int, rng=None) -> np.ndarray:
+    """A uniformly random (Haar) orthonormal (p, d) float64 frame; ``rng``: Generator, seed or None."""
+    p, d = _dims(p, d, "random_frame")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return _qr_frame(gen.standard_normal((p, d)), "F", "random_frame")
+
+
+@dataclass(frozen=True, eq=False)
+class Geodesic:
+    """One path segment between two frames, evaluated in closed form (arrays read-only, host).
+
+    Ga : (p, d) float64, orthonormal; the start frame's principal directions (Ga = Fa @ Va).
+    H : (p, d) float64; column j is the unit direction, orthogonal to every Ga column and to the
+        other H columns, towards which Ga[:, j] turns; zero where tau[j] == 0.
+    Va : (d, d) float64 orthogonal, so that Fa = Ga @ Va.T.
+    tau : (d,) float64 principal angles in radians, largest first (in [0, pi/2] for ``geodesic``).
+    dist : ||Fa Fa^T - Fz Fz^T||_F, the projection (chordal) distance between the two planes.
+    spin : (d, d) skew-symmetric, or None. None for ``geodesic``; ``view_path`` uses it to turn the
+        picture in its own plane so the path ends exactly on the target frame.
+
+    frame(f) = (Ga diag(cos(f tau)) + H diag(sin(f tau))) @ Va.T   [@ expm(f spin) if spin is set]
+    Column j of G(f) turns at constant rate tau[j] in the plane (Ga_j, H_j), so the path moves on
+    the Grassmannian at the constant speed ``length`` = ||tau||_2 radians per unit fraction.
+    """
+
+    Ga: np.ndarray
+    H: np.ndarray
+    Va: np.ndarray
+    tau: np.ndarray
+    dist: float
+    length: float
+    spin: np.ndarray | None = None
+
+    def frame(self, fraction: float) -> np.ndarray:
+        """(p, d) float64 frame at ``fraction`` (0 = start, 1 = end; values outside extrapolate)."""
+        f = float(fraction)
+        F = (self.Ga * np.cos(f * self.tau) + self.H * np.sin(f * self.tau)) @ self.Va.T
+        if self.spin is not None:
+            from scipy.linalg import expm
+
+            F = F @ expm(f * self.spin)
+        return F
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The tour's current geodesic and how far along it the tour is (fraction in [0, 1])."""
+
+    geodesic: Geodesic
+    fraction: float
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+
+
+def _principal(Fa: np.ndarray, Fz: np.ndarray, eps: float):
+    """Ga, H, Va, tau (largest first, zeroed below eps) and sin(tau) before zeroing, for Fa -> Fz."""
+    d = Fa.shape[1]
+    U, _, Wt = np.linalg.svd(Fa.T @ Fz)
+    Ga = Fa @ U
+    Gz = Fz @ Wt.T
+    # Part of each Gz column outside span(Fa); twice, so rounding leaves no component along Ga.
+    R = Gz - Ga @ (Ga.T @ Gz)
+    R -= Ga @ (Ga.T @ R)
+    s = np.linalg.norm(R, axis=0)
+    c = np.einsum("ij,ij->j", Ga, Gz)
+    tau = np.arctan2(s, c)
+    order = np.argsort(-tau, kind="stable")
+    U, Ga, R, s, tau = U[:, order], Ga[:, order], R[:, order], s[order], tau[order]
+    H = np.zeros_like(Ga)
+    for j in range(d):
+        if tau[j] < eps:
+            tau[j] = 0.0
+            continue
+        h = R[:, j] / s[j]
+        for _ in range(2):  # Gram-Schmidt against Ga and the earlier H columns, twice
+            h -= Ga @ (Ga.T @ h)
+            h -= H[:, :j] @ (H[:, :j].T @ h)
+        n = np.linalg.norm(h)
+        if n < 0.5:  # the direction was rounding noise
+            tau[j] = 0.0
+            continue
+        H[:, j] = h / n
+    return Ga, H, U, tau, s
+
+
+def _make(Ga, H, Va, tau, s, spin=None) -> Geodesic:
+    Va = np.ascontiguousarray(Va)
+    dist = float(np.sqrt(2.0) * np.linalg.norm(s))
+    arrays = (Ga, H, Va, tau) if spin is None else (Ga, H, Va, tau, spin)
+    _readonly(*arrays)
+    return Geodesic(Ga, H, Va, tau, dist, float(np.linalg.norm(tau)), spin)
+
+
+def geodesic(Fa, Fz) -> Geodesic:
+    """The geodesic from frame Fa to the plane of frame Fz (both (p, d), host arrays).
+
+    Both are orthonormalised first (a no-op to rounding for orthonormal input). The SVD of the small
+    d x d matrix Fa^T Fz = Va diag(cos tau) Vz^T pairs principal directions Ga = Fa Va and
+    Gz = Fz Vz; each angle is atan2(|part of Gz_j outside span(Fa)|, Ga_j . Gz_j), which stays
+    accurate for tiny angles where acos loses half the digits. Angles below ANGLE_EPS count as 0
+    (that direction is shared and does not move). frame(0) == Fa to rounding; frame(1) spans Fz's
+    plane but keeps Fa's in-plane orientation (it is generally not Fz itself: see ``view_path``).
+    """
+    A = _qr_frame(_frame_arg(Fa, "Fa", "geodesic"), "Fa", "geodesic")
+    Z = _qr_frame(_frame_arg(Fz, "Fz", "geodesic", shape=A.shape), "Fz", "geodesic")
+    return _make(*_principal(A, Z, ANGLE_EPS))
+
+
+def _log_rotation(Q: np.ndarray) -> np.ndarray:
+    """Skew K (d, d) with expm(K) == Q for a rotation Q (det +1); every angle in [0, pi]."""
+    d = Q.shape[0]
+    if d == 1:
+        return np.zeros((1, 1))
+    from scipy.linalg import schur
+
+    T, Z = schur(Q, output="real")
+    L = np.zeros((d, d))
+    flips = []
+    k = 0
+    while k < d:
+        if k + 1 < d and abs(T[k + 1, k]) > 1e-12:
+            phi = np.arctan2(0.5 * (T[k + 1, k] - T[k, k + 1]), 0.5 * (T[k, k] + T[k + 1, k + 1]))
+            L[k + 1, k], L[k, k + 1] = phi, -phi
+            k += 2
+        else:
+            if T[k, k] < 0:
+                flips.append(k)
+            k += 1
+    for a, b in zip(flips[0::2], flips[1::2]):  # eigenvalue -1 pairs: half turns
+        L[b, a], L[a, b] = np.pi, -np.pi
+    K = Z @ L @ Z.T
+    return 0.5 * (K - K.T)
+
+
+def _polar(M: np.ndarray) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(M)
+    return U @ Vt
+
+
+def view_path(Fa, Fz) -> Geodesic:
+    """A smooth path from frame Fa to exactly frame Fz (both (p, d) host arrays), for saved views.
+
+    The plane follows the geodesic from span(Fa) to span(Fz) while the picture turns in its own
+    plane at a constant rate (``spin``), so frame(0) == Fa and frame(1) == Fz to rounding. Drive it
+    with ``path.frame(smoothstep(t))``.
+
+    Reflections: if Fz's in-plane orientation is a mirror image of the one the geodesic arrives with
+    (no in-plane rotation can fix that), the principal pair with the largest angle turns the long
+    way, by pi - tau instead of tau (its H column negated): the picture flips over smoothly through
+    a neighbouring dimension rather than jumping to its mirror image. When the planes coincide
+    (all tau = 0) the flip turns through the first direction orthogonal to the plane. This needs
+    p > d: with p == d a reflected Fz is unreachable and ValueError is raised.
+    """
+    A = _qr_frame(_frame_arg(Fa, "Fa", "view_path"), "Fa", "view_path")
+    Z = _qr_frame(_frame_arg(Fz, "Fz", "view_path", shape=A.shape), "Fz", "view_path")
+    p, d = A.shape
+    Ga, H, Va, tau, s = _principal(A, Z, _VIEW_EPS)
+
+    def end(H, tau):
+        return (Ga * np.cos(tau) + H * np.sin(tau)) @ Va.T
+
+    Q = _polar(end(H, tau).T @ Z)
+    if np.linalg.det(Q) < 0:
+        if p == d:
+            raise ValueError("view_path: Fz is a mirror image of Fa and p == d leaves no room to turn")
+        if tau[0] == 0.0:
+            H[:, 0] = np.linalg.qr(A, mode="complete")[0][:, d]
+        else:
+            H[:, 0] = -H[:, 0]
+        tau[0] = np.pi - tau[0]
+        Q = _polar(end(H, tau).T @ Z)
+    return _make(Ga, H, Va, tau, s, spin=_log_rotation(Q))
+
+
+def smoothstep(t):
+    """3t^2 - 2t^3 on t clipped to [0, 1]: eases a saved-view animation in and out (float or array)."""
+    t = np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0)
+    out = t * t * (3.0 - 2.0 * t)
+    return float(out) if out.ndim == 0 else out
+
+
+
+class _GeoPath:
+    """A geodesic piece of the tour from frame ``start`` to the plane of ``target``; pos in radians."""
+
+    def __init__(self, start: np.ndarray, target: np.ndarray):
+        self.start, self.target = start, target
+        self.seg = _make(*_principal(start, target, ANGLE_EPS))
+        self.length = self.seg.length
+        self._VaT = np.ascontiguousarray(self.seg.Va.T)
+
+    def frame_at(self, pos: float) -> np.ndarray:
+        if self.length == 0.0:
+            return self.start.copy()
+        ft = (pos / self.length) * self.seg.tau
+        return (self.seg.Ga * np.cos(ft) + self.seg.H * np.sin(ft)) @ self._VaT
+
+    def to_json(self) -> dict:
+        return {"start": self.start.tolist(), "target": self.target.tolist()}
+
+
+class _Torus:
+    """The torus method's rotation T(clock), a fixed ordered product of all p(p-1)/2 Givens rotations.
+
+    The pairs are scheduled in rounds of disjoint pairs (round-robin), so each round is one sparse
+    p x p matrix built in a single vectorised write; the rounds are multiplied as a balanced tree.
+    T is rebuilt from the identity at every call, so nothing accumulates over time.
+    """
+
+    def __init__(self, p: int, rates: np.ndarray):
+        n = p + (p % 2)
+        ring = list(range(n))
+        rounds = []
+        for _ in range(n - 1):
+            pairs = [(ring[k], ring[n - 1 - k]) for k in range(n // 2)]
+            rounds.append([pr for pr in pairs if max(pr) < p])
+            ring = [ring[0], ring[-1], *ring[1:-1]]
+        pair_id = {pr: k for k, pr in enumerate((i, j) for i in range(p) for j in range(i + 1, p))}
+        ab = np.array([[sorted(pr) for pr in rd] for rd in rounds])  # (R, m, 2)
+        r = np.broadcast_to(np.arange(len(rounds))[:, None], ab.shape[:2])
+        a, b = ab[..., 0], ab[..., 1]
+        self.rates = rates[np.vectorize(lambda i, j: pair_id[(i, j)])(a, b)]  # (R, m)
+        size = 1 << max(len(rounds) - 1, 0).bit_length()
+        self.eye = np.broadcast_to(np.eye(p), (size, p, p)).copy()
+        flat = lambda i, j: ((r * p + i) * p + j).ravel()  # noqa: E731
+        self.idx = np.concatenate([flat(a, a), flat(b, b), flat(a, b), flat(b, a)])
+
+    def rotation(self, clock: float) -> np.ndarray:
+        th = (self.rates * clock).ravel()
+        c, s = np.cos(th), np.sin(th)
+        M = self.eye.copy()
+        np.put(M, self.idx, np.concatenate([c, c, -s, s]))
+        while len(M) > 1:
+            M = M[0::2] @ M[1::2]
+        return M[0]
+
+
+class _TorusPath:
+    """A torus piece: frame(clock) = base @ T(clock)[:, :d]; ``base`` (p, p) orthogonal, fixed."""
+
+    length = np.inf
+
+    def __init__(self, base: np.ndarray, torus: _Torus, d: int):
+        self.base, self.torus, self.d = base, torus, d
+
+    def frame_at(self, clock: float) -> np.ndarray:
+        return self.base @ self.torus.rotation(clock)[:, : self.d]
+
+    def to_json(self) -> dict:
+        return {"base": self.base.tolist()}
+
+
+class GrandTour:
+    """The running Grand Tour: an endless smooth path of (p, d) frames (float64, host).
+
+    p, d : data dimension and view dimension, p > d >= 1 (d = 2 or 3 in the viewer).
+    seed : int, None (fresh entropy) or a numpy Generator; the whole path follows from it.
+    speed : radians per second. Geodesic method: arc length on the Grassmannian (||tau|| per
+        segment), so the view moves at exactly this angular speed. Torus method: the rate of the
+        torus clock; the p(p-1)/2 plane rates are drawn in +-[0.5, 1.5] and scaled so that a
+        fixed rotation with these rates would move a uniformly random plane at ``speed`` on average
+        (the torus has no exact speed control).
+    method : "geodesic" (tourr's: geodesics between random targets, each new segment starting from
+        the frame actually reached) or "torus" (Asimov's: product of Givens rotations, rebuilt from
+        the identity every step).
+
+    The tour starts on the first d coordinate axes, playing. ``set_frame(F)`` (after a handle drag)
+    starts a new piece at F. The last HISTORY_LIMIT (128) finished pieces are kept for
+    ``rewind``: with the default speed a geodesic piece lasts several seconds, so that is
+    several minutes of path; for the torus a piece ends only at ``set_frame``.
+    """
+
+    def __init__(self, p: int, d: int = 2, seed=None, speed: float = 0.25, method: str = "geodesic"):
+        self.p, self.d = _dims(p, d, "GrandTour", strict=True)
+        if method not in ("geodesic", "torus"):
+            raise ValueError(f"GrandTour: method must be 'geodesic' or 'torus', got {method!r}")
+        self.method = method
+        self.speed = speed
+        self._playing = True
+        self._rng = np.random.default_rng(seed)
+        self._history: deque = deque(maxlen=HISTORY_LIMIT)
+        self._torus = None
+        if method == "torus":
+            k = self.p * (self.p - 1) // 2
+            u = self._rng.uniform(0.5, 1.5, k) * self._rng.choice([-1.0, 1.0], k)
+            self._set_rates(u / np.sqrt(2.0 * self.d * (self.p - self.d) / (self.p * (self.p - 1)) * (u @ u)))
+        self._start_piece(np.eye(self.p, self.d))
+
+    def _set_rates(self, rates: np.ndarray) -> None:
+        self._rates = rates
+        self._torus = _Torus(self.p, rates)
+
+    def _start_piece(self, F: np.ndarray) -> None:
+        """New piece from orthonormal F: a geodesic to a fresh random target, or a torus at base F."""
+        if self._torus is not None:
+            self._path = _TorusPath(_completion(F), self._torus, self.d)
+        else:
+            for _ in range(10):
+                self._path = _GeoPath(F, random_frame(self.p, self.d, self._rng))
+                if self._path.length >= MIN_SEGMENT:
+                    break
+        self._begin = self._pos = 0.0
+        self._update()
+
+    def _update(self) -> np.ndarray:
+        F = self._path.frame_at(self._pos)
+        F.setflags(write=False)
+        self._frame = F
+        return F
+
+    @property
+    def frame(self) -> np.ndarray:
+        """The current (p, d) float64 frame (read-only host array)."""
+        return self._frame
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        v = float(value)
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"GrandTour: speed must be a finite number >= 0 (radians/s), got {value!r}")
+        self._speed = v
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    def play(self) -> None:
+        self._playing = True
+
+    def pause(self) -> None:
+        self._playing = False
+
+    @property
+    def segment(self) -> Segment | None:
+        """Current geodesic and fraction (geodesic method; the kernel builds frames from its
+        Ga, H, Va, tau). None for the torus method, which has no segments."""
+        if self._torus is not None:
+            return None
+        L = self._path.length
+        return Segment(self._path.seg, self._pos / L if L > 0 else 0.0)
+
+    def step(self, dt: float) -> np.ndarray:
+        """Advance by ``dt`` seconds (only while playing) and return the frame (read-only)."""
+        dt = float(dt)
+        if not np.isfinite(dt) or dt < 0:
+            raise ValueError(f"GrandTour.step: dt must be a finite number of seconds >= 0, got {dt!r}")
+        if not self._playing or dt == 0.0 or self._speed == 0.0:
+            return self._frame
+        adv = self._speed * dt
+        path = self._path
+        while self._pos + adv >= path.length:
+            adv -= path.length - self._pos
+            self._history.append((path, self._begin, path.length))
+            self._start_piece(_qr_frame(path.frame_at(path.length), "frame", "GrandTour.step"))
+            path = self._path
+        self._pos += adv
+        return self._update()
+
+    def set_frame(self, F) -> None:
+        """Jump to frame F ((p, d), orthonormalised); the tour continues from there."""
+        F = _frame_arg(F, "F", "GrandTour.set_frame", shape=(self.p, self.d))
+        F = _qr_frame(F, "F", "GrandTour.set_frame")
+        if self._pos > self._begin:
+            self._history.append((self._path, self._begin, self._pos))
+        self._start_piece(F)
+
+    def rewind(self, seconds: float) -> np.ndarray:
+        """Go back along the travelled path by the distance covered in ``seconds`` at the current
+        speed, across at most HISTORY_LIMIT finished pieces (stopping at the oldest kept point).
+        Playing on from there continues along that piece, then draws new targets: the path that
+        had followed it is dropped. Returns the frame."""
+        seconds = float(seconds)
+        if not np.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"GrandTour.rewind: seconds must be a finite number >= 0, got {seconds!r}")
+        back = self._speed * seconds
+        while back > 0.0:
+            room = self._pos - self._begin
+            if back <= room:
+                self._pos -= back
+                break
+            back -= room
+            self._pos = self._begin
+            if not self._history:
+                break
+            self._path, self._begin, self._pos = self._history.pop()
+        return self._update()
+
+    def state(self) -> dict:
+        """JSON-able dict of everything needed to resume the identical path (RNG state included)."""
+        piece = lambda path, b, e: {**path.to_json(), "begin": b, "end": e}  # noqa: E731
+        return {
+            "format": "layertour-tour", "version": 1, "p": self.p, "d": self.d, "method": self.method,
+            "speed": self._speed, "playing": self._playing, "rng": self._rng.bit_generator.state,
+            "rates": None if self._torus is None else self._rates.tolist(),
+            "current": piece(self._path, self._begin, self._pos),
+            "history": [piece(*h) for h in self._history],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> GrandTour:
+        """Rebuild a tour from ``state()`` output; stepping it gives the same frames bit for bit."""
+        if not isinstance(state, dict) or state.get("format") != "layertour-tour":
+            raise ValueError("GrandTour.from_state: state is not a layertour-tour dict")
+        try:
+            tour = cls.__new__(cls)
+            tour.p, tour.d = _dims(state["p"], state["d"], "GrandTour.from_state", strict=True)
+            tour.method = state["method"]
+            tour.speed = state["speed"]
+            tour._playing = bool(state["playing"])
+            rs = state["rng"]
+            tour._rng = np.random.Generator(getattr(np.random, rs["bit_generator"])())
+            tour._rng.bit_generator.state = rs
+            tour._history = deque(maxlen=HISTORY_LIMIT)
+            tour._torus = None
+            if tour.method == "torus":
+                tour._set_rates(np.asarray(state["rates"], dtype=np.float64))
+            elif tour.method != "geodesic":
+                raise ValueError(f"unknown method {tour.method!r}")
+            shape = (tour.p, tour.d)
+
+            def path_of(js):
+                if tour._torus is not None:
+                    base = _frame_arg(js["base"], "base", "GrandTour.from_state", shape=(tour.p, tour.p))
+                    return _TorusPath(base, tour._torus, tour.d)
+                return _GeoPath(_frame_arg(js["start"], "start", "GrandTour.from_state", shape=shape),
+                                _frame_arg(js["target"], "target", "GrandTour.from_state", shape=shape))
+
+            for js in state["history"]:
+                tour._history.append((path_of(js), float(js["begin"]), float(js["end"])))
+            cur = state["current"]
+            tour._path = path_of(cur)
+            tour._begin, tour._pos = float(cur["begin"]), float(cur["end"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"GrandTour.from_state: malformed state ({type(exc).__name__}: {exc})") from exc
+        tour._update()
+        return tour
