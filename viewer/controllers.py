@@ -491,15 +491,17 @@ class ViewStateController:
 
 
 def install(canvas, state_path=None, directory=None) -> list:
-    """Create the interaction controllers for ``canvas``, add them (in event order) and their
-    help entries, and return them: [TextEntryController, HandleController, BrushController,
-    HoverController, ViewStateController]. ``state_path``: the --state file ``o``/``g`` use;
-    ``directory``: where ``v`` and ``e`` write (default: the current directory)."""
+    """Create the interaction controllers for ``canvas``, add them in event order with their help
+    entries, and return them: TextEntryController, BrushController (an armed brush takes a press
+    before a handle under it), HandleController, HoverController, ViewStateController.
+
+    state_path : the --state file that ``o`` and ``g`` use (default: the newest saved view).
+    directory : where ``v`` and ``e`` write (default: the current directory).
+    """
     entry = TextEntry()
     p = int(canvas.layer_data(canvas.layer_index).shape[1])
-    ctrls = [TextEntryController(entry), HandleController(p, entry),
-             BrushController(int(canvas.bundle.n), export_dir=directory),
-             HoverController(entry), ViewStateController(directory, state_path)]
+    ctrls = [TextEntryController(entry), BrushController(int(canvas.bundle.n), export_dir=directory),
+             HandleController(p, entry), HoverController(entry), ViewStateController(directory, state_path)]
     for c in ctrls:
         canvas.help_entries.extend(c.help)
         canvas.add_controller(c)

@@ -163,17 +163,18 @@ def _jsonable(obj):
 
 
 def check_fits(canvas, state: dict, source: str = "view state") -> None:
-    """Raise :class:`ViewStateError` unless ``state`` was saved for this canvas's data (N, p, model)."""
+    """Raise :class:`ViewStateError` unless ``state`` fits this canvas's bundle (N, p, model, layer)."""
     n, p = int(canvas.bundle.n), int(np.asarray(canvas.frame).shape[0])
     if state["n"] != n or state["p"] != p:
         raise ViewStateError(f"{source} was saved for N={state['n']}, p={state['p']} but the bundle "
                              f"{canvas.bundle.path} has N={n}, p={p}")
-    if state["model"] != canvas.model.name:
-        raise ViewStateError(f"{source}: field 'model' is {state['model']!r} but the viewer shows "
-                             f"model {canvas.model.name!r}")
-    if state["layer"] >= len(canvas.model.layers):
+    model = canvas.bundle.models.get(state["model"])
+    if model is None:
+        raise ViewStateError(f"{source}: field 'model' is {state['model']!r} but the bundle has models "
+                             f"{', '.join(canvas.bundle.models)}")
+    if state["layer"] >= len(model.layers):
         raise ViewStateError(f"{source}: field 'layer' is {state['layer']} but model "
-                             f"{canvas.model.name!r} has {len(canvas.model.layers)} layers")
+                             f"{state['model']!r} has {len(model.layers)} layers")
 
 
 def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
@@ -187,7 +188,10 @@ def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
     """
     validate(state)
     check_fits(canvas, state)
-    canvas.set_view_params(dict(state["view"]))
+    view = dict(state["view"])
+    view["model"] = state["model"]
+    view.pop("layer", None)
+    canvas.set_view_params(view)
     if int(canvas.layer_index) != state["layer"] or canvas.transition is not None:
         canvas.set_layer(state["layer"], animate=animate)
     sel = state["selection"]
@@ -220,9 +224,14 @@ def _mask(n: int, indices: list[int]) -> np.ndarray:
 def _restore_tour(canvas, tour_state: dict) -> None:
     """Load the saved tour state (speed, targets, play state) into the canvas's tour."""
     tour = canvas.tour
-    restored = type(tour).from_state(tour_state)
-    if restored is not None and restored is not tour:
-        canvas.tour = restored
+    try:
+        restored = type(tour).from_state(tour_state)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ViewStateError(f"view state: field 'tour' cannot be restored ({exc})") from exc
+    if (restored.p, restored.d) != (tour.p, tour.d):
+        raise ViewStateError(f"view state: field 'tour' is for p={restored.p}, d={restored.d} but the "
+                             f"viewer tours p={tour.p}, d={tour.d}")
+    canvas.tour = restored
 
 
 def _handle_set(canvas):
