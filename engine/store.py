@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"
 KINDS = ("categorical", "continuous")
-_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")
+_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}\Z")
 _CHUNK_ROWS = 1 << 16
 
 __all__ = ["Attribute", "Bundle", "BundleError", "BundleWriter", "Layer", "Model", "FORMAT_VERSION",
@@ -202,7 +202,7 @@ def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype)
     except (OSError, ValueError):
         present = False
     if not present:
-        check.fail(f"{where}: file {_short(rel)} is missing")
+        raise BundleError(f"{path}: missing (listed in {check.path} at {where})")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
