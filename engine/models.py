@@ -194,8 +194,8 @@ def resolve_layers(model, spec: str, model_name: str | None = None) -> list[Laye
         else:
             raise ValueError(f"unknown layer {tok!r} for model {model_name or type(model).__name__}; "
                              f"pseudo layers: input, flatten, softmax; modules: {', '.join(modules)}")
-    ids = [s.id for s in out]
-    dup = sorted({x for x in ids if ids.count(x) > 1})
+    keys = [s.id for s in out] + [s.name for s in out if s.kind != "flatten"]
+    dup = sorted({x for x in keys if keys.count(x) > 1})
     if dup:
-        raise ValueError(f"layer selection {spec!r} gives duplicate layer ids {dup}")
+        raise ValueError(f"layer selection {spec!r} names layers twice: {dup}")
     return out
