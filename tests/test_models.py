@@ -30,7 +30,8 @@ def test_preset_contents():
     assert g[6] == LayerSpec("6-Inception", "inception3a") and g[13].name == "inception4e"
     assert [s.name for s in r[5:21]] == [f"layer{a}.{b}" for a, n in ((1, 3), (2, 4), (3, 6), (4, 3))
                                          for b in range(n)]
-    assert r[2] == LayerSpec("2-BatchNorm2d", "bn1") and r[-1] == LayerSpec("24-Softmax", "softmax", "softmax")
+    assert r[2] == LayerSpec("2-BatchNorm2d", "bn1")
+    assert r[-1] == LayerSpec("24-Softmax", "softmax", "softmax")
     with pytest.raises(ValueError, match="kind"):
         LayerSpec("0-X", "x", "weird")
 
