@@ -115,6 +115,7 @@ class TourCanvas(app.Canvas):
         self.help_entries: list[tuple[str, str]] = list(V1_HELP)
         self.show_help = False
         self.show_hud = True
+        self.show_fps = True
         self.image_mode = False
         self._atlases: list = []
         self._atlas_plan = None
@@ -621,7 +622,8 @@ class TourCanvas(app.Canvas):
         ov.text(f"{self.model.name}  ·  layer {self.layer_index + 1}/{L}  {layer.name}", (12, 16),
                 vov.TEXT, 14, "left")
         tour = "playing" if self.tour.playing else "paused"
-        ov.text(f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {self._fps:4.0f} fps  ·  "
+        fps = f"{self._fps:4.0f} fps  ·  " if self.show_fps else ""
+        ov.text(f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {fps}"
                 f"tour {tour} ×{self.tour.speed:.2g}  ·  path {self.render_path}",
                 (12, 36), vov.DIM, 12, "left")
         if self._status is not None:

@@ -1,0 +1,124 @@
+"""Headless rendering of a bundle's tour to PNG, GIF or MP4 with the viewer's own drawing code.
+
+The window is a hidden VisPy canvas: the glfw back end when a display exists (a real X server or
+Xvfb), otherwise VisPy's EGL back end (on Mesa this needs ``EGL_PLATFORM=surfaceless``, which is
+set when absent; on NVIDIA the driver's EGL works without a display, and is what CUDA–GL interop
+needs on a headless GPU machine). Frames are read back with ``canvas.render()`` (an FBO the size of
+the canvas) and the tour advances by exactly ``1/fps`` seconds between frames, so the output does
+not depend on how fast the machine draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("layertour.viewer")
+
+FORMATS = (".png", ".gif", ".mp4")
+
+
+def ensure_backend(prefer: str | None = None) -> str:
+    """Select VisPy's app back end once: ``prefer``, else glfw with a display, else EGL.
+
+    Returns the back end's name. When an application already exists (e.g. a test session chose
+    glfw), that one is kept.
+    """
+    import vispy
+    from vispy.app import _default_app
+
+    if _default_app.default_app is not None:
+        return _default_app.default_app.backend_name.lower()
+    name = prefer or ("glfw" if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") else "egl")
+    if name == "egl":
+        os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+    vispy.use(app=name)
+    return name
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"800x600" -> (800, 600); raises ValueError naming --size."""
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like 800x600, got {text!r}") from None
+    if not (16 <= w <= 16384 and 16 <= h <= 16384):
+        raise ValueError(f"--size {text!r}: width and height must be between 16 and 16384")
+    return w, h
+
+
+def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
+    import imageio.v2 as iio2
+    import imageio.v3 as iio
+
+    ext = out.suffix.lower()
+    if ext == ".png":
+        iio.imwrite(out, frames[-1])
+    elif ext == ".gif":
+        iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
+    else:
+        h, w = frames[0].shape[:2]
+        even = [f[: h - h % 2, : w - w % 2] for f in frames]  # yuv420p needs even sides
+        with iio2.get_writer(out, format="FFMPEG", fps=fps, codec="libx264", quality=8,
+                             macro_block_size=1, pixelformat="yuv420p") as wr:
+            for f in even:
+                wr.append_data(f)
+
+
+def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames: int = 1, fps: int = 30,
+                state=None, dims: int = 2, color=None, render_path: str = "auto", seed: int = 0,
+                device: str = "auto", hud: bool = True, warmup: float = 0.0) -> Path:
+    """Render ``frames`` frames of the tour of ``bundle`` (a Bundle or a path) to ``out``.
+
+    out : FILE.png (one frame), FILE.gif or FILE.mp4. state : saved view (path or dict from
+    ``viewer.viewstate``) to start from, with its handles and selection. warmup : seconds of tour
+    to run before the first frame. Returns the output path. Raises ValueError for a bad suffix or
+    frame count, and the bundle's own errors for a bad bundle.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
+    if frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {frames}")
+    if fps < 1:
+        raise ValueError(f"--fps must be >= 1, got {fps}")
+    if out.suffix.lower() == ".png" and frames > 1:
+        raise ValueError(f"--out {out}: a PNG holds one frame; use .gif or .mp4 for --frames {frames}")
+    ensure_backend()
+    from engine import load_bundle
+    from viewer import viewstate
+    from viewer.canvas import TourCanvas
+
+    if not hasattr(bundle, "models"):
+        bundle = load_bundle(bundle)
+    st = None
+    if state is not None:
+        st = state if isinstance(state, dict) else viewstate.load(state)
+        model = model or st.get("model")
+    canvas = TourCanvas(bundle, model=model, layer=layer, dims=dims, color=color, render_path=render_path,
+                        seed=seed, size=tuple(size), show=False, animate=False, device=device)
+    try:
+        canvas.show_hud = hud
+        canvas.show_fps = False
+        if st is not None:
+            from viewer import controllers
+
+            controllers.install(canvas, state_path=None if isinstance(state, dict) else state)
+            viewstate.apply(canvas, st)
+        if warmup > 0:
+            canvas.advance(warmup)
+        images = []
+        for i in range(frames):
+            if i:
+                canvas.advance(1.0 / fps)
+            images.append(np.ascontiguousarray(canvas.render()[..., :3]))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write(out, images, fps)
+        log.info("rendered %d frame(s) with the %s path (%s) to %s", frames, canvas.render_path,
+                 canvas.gl_renderer, out)
+    finally:
+        canvas.close()
+    return out
