@@ -58,3 +58,27 @@ def random_map(rng) -> PixelMap:
 def random_frame(rng, p, d=2):
     q, _ = np.linalg.qr(rng.normal(size=(p, d)))
     return q
+
+
+def even_odd(px, poly):
+    """Independent float64 point-in-polygon (crossing number of a +x ray) in pixel space."""
+    px, poly = np.asarray(px, dtype=np.float64), np.asarray(poly, dtype=np.float64)
+    inside = np.zeros(len(px), dtype=bool)
+    x, y = px[:, 0], px[:, 1]
+    for (xa, ya), (xb, yb) in zip(poly, np.roll(poly, -1, axis=0)):
+        crosses = (ya > y) != (yb > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xc = xa + (y - ya) * (xb - xa) / (yb - ya)
+        inside ^= crosses & (x < xc)
+    return inside
+
+
+def edge_distance(px, poly):
+    """Pixel distance of each point to the polygon's boundary (to skip float-ambiguous points)."""
+    px, poly = np.asarray(px, dtype=np.float64), np.asarray(poly, dtype=np.float64)
+    d = np.full(len(px), np.inf)
+    for a, b in zip(poly, np.roll(poly, -1, axis=0)):
+        ab = b - a
+        t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-12), 0, 1)
+        d = np.minimum(d, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
+    return d

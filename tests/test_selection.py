@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _v2_helpers import CLASS_NAMES, PixelMap, make_bundle, random_map
+from _v2_helpers import CLASS_NAMES, PixelMap, edge_distance, even_odd, make_bundle, random_map
 
 from viewer.selection import (
     Selection,
@@ -17,28 +17,6 @@ from viewer.selection import (
     mode_from_modifiers,
     rect_in_data,
 )
-
-
-def _even_odd(px, poly):
-    """Independent float64 reference: crossing number of a +x ray, in pixel space."""
-    inside = np.zeros(len(px), dtype=bool)
-    x, y = px[:, 0], px[:, 1]
-    for (xa, ya), (xb, yb) in zip(poly, np.roll(poly, -1, axis=0)):
-        crosses = (ya > y) != (yb > y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xc = xa + (y - ya) * (xb - xa) / (yb - ya)
-        inside ^= crosses & (x < xc)
-    return inside
-
-
-def _edge_distance(px, poly):
-    """Pixel distance of each point to the polygon boundary (to skip float-ambiguous points)."""
-    d = np.full(len(px), np.inf)
-    for a, b in zip(poly, np.roll(poly, -1, axis=0)):
-        ab = b - a
-        t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-12), 0, 1)
-        d = np.minimum(d, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
-    return d
 
 
 def test_rect_selects_points_inside_the_pixel_rectangle(rng, xp):
@@ -85,13 +63,13 @@ def test_concave_lasso_excludes_the_notch(rng, xp):
     xy = m.pixels_to_data(px).astype(np.float32)
     px32 = m.data_to_pixels(xy)
     mask = brush_lasso(xp.asarray(xy), U_SHAPE, m.pixels_to_data)
-    clear = _edge_distance(px32, U_SHAPE) > 1e-2
-    ref = _even_odd(px32, U_SHAPE)
+    clear = edge_distance(px32, U_SHAPE) > 1e-2
+    ref = even_odd(px32, U_SHAPE)
     assert ref[clear].sum() > 100 and (~ref[clear]).sum() > 100
     np.testing.assert_array_equal(mask[clear], ref[clear])
 
 
-def test_self_crossing_lasso_follows_even_odd(rng):
+def test_self_crossing_lasso_followseven_odd(rng):
     m = random_map(rng)
     ang = np.pi / 2 + np.arange(5) * 4 * np.pi / 5       # pentagram: the centre is covered twice
     star = np.stack([300 + 200 * np.cos(ang), 300 + 200 * np.sin(ang)], axis=1)

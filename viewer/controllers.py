@@ -434,7 +434,7 @@ class ViewStateController:
         self.directory = Path(directory) if directory is not None else None
         self.state_path = Path(state_path) if state_path is not None else None
         self.goto: viewstate.GoTo | None = None
-        self._resume = False
+        self._goto_state: dict | None = None
 
     def _saved(self, canvas):
         path = self.state_path or viewstate.latest_path(canvas.bundle, self.directory)
@@ -472,21 +472,23 @@ class ViewStateController:
             return
         start = np.asarray(canvas.frame, dtype=np.float64).copy()
         viewstate.apply(canvas, state, animate=animate)
-        if animate:
-            self._resume = bool(getattr(canvas.tour, "playing", False))
+        if animate:  # glide with the tour paused; on arrival it plays (or not) as saved
             canvas.pause_tour()
             self.goto = viewstate.GoTo(start, np.asarray(state["frame"], dtype=np.float64), duration)
+            self._goto_state = state
             canvas.set_frame(start)
 
     def on_frame(self, canvas, dt: float) -> None:
         if self.goto is None:
             return
         frame, done = self.goto.step(dt)
-        canvas.set_frame(frame)
-        if done:
+        if not done:
+            canvas.set_frame(frame)
+        else:  # arrive on the saved tour itself, so it continues exactly as saved
             self.goto = None
-            if self._resume:
-                canvas.resume_tour()
+            viewstate.restore_tour(canvas, self._goto_state["tour"])
+            if not np.allclose(canvas.frame, frame, rtol=0, atol=1e-12):
+                canvas.set_frame(frame)
         canvas.update()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class Handle:
     label: str
     kind: str
     color: tuple[float, float, float, float]
-    members: np.ndarray | None = None
+    members: np.ndarray | None = field(default=None, repr=False)
     axis: int | None = None
 
     def to_dict(self) -> dict:

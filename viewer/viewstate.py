@@ -199,9 +199,10 @@ def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
     hs = handles if handles is not None else _handle_set(canvas)
     if hs is not None:
         restore_handles(hs, state["handles"])
-    _restore_tour(canvas, state["tour"])
-    if not animate:
-        canvas.set_frame(np.asarray(state["frame"], dtype=np.float64))
+    restore_tour(canvas, state["tour"])
+    frame = np.asarray(state["frame"], dtype=np.float64)
+    if not animate and not np.allclose(canvas.frame, frame, rtol=0, atol=1e-12):
+        canvas.set_frame(frame)  # the frame was edited apart from the tour: continue from it
     canvas.update()
 
 
@@ -221,7 +222,7 @@ def _mask(n: int, indices: list[int]) -> np.ndarray:
     return m
 
 
-def _restore_tour(canvas, tour_state: dict) -> None:
+def restore_tour(canvas, tour_state: dict) -> None:
     """Load the saved tour state (speed, targets, play state) into the canvas's tour."""
     tour = canvas.tour
     try:
