@@ -9,8 +9,8 @@ space) so that equal steps look equal:
 - more classes with a coarse grouping (each fine class maps to one coarse class, as ImageNet's
   1,000 classes map to 67 coarse categories): hue by coarse group, lightness and a small hue offset
   by the fine class inside its group, so neighbours in the legend read as one family;
-- more classes without a grouping: a golden-angle hue spiral crossed with three lightness and two
-  chroma levels, which never repeats a colour.
+- more classes without a grouping: a golden-angle hue spiral whose lightness and chroma follow
+  the R2 low-discrepancy sequence, so colours spread through the gamut and never cycle.
 
 A :class:`Coloring` maps each point to a row of a small RGBA palette (``codes`` (N,) float32), so
 the GPU needs one float per point plus a (K, 4) table; continuous attributes are quantised to a
@@ -119,10 +119,11 @@ def categorical_palette(k: int, groups: np.ndarray | None = None) -> np.ndarray:
             h[members] = group_hue[j] + span * (t - 0.5)
             C[members] = np.where(np.arange(m) % 2 == 0, 0.15, 0.10)
         return _rgba(oklch_to_srgb(L, C, h))
+    # low-discrepancy spiral: golden-angle hue, lightness and chroma from the R2 sequence
     i = np.arange(k)
     hues = (i * 137.50776405) % 360.0
-    L = np.array([0.78, 0.64, 0.52])[i % 3]
-    C = np.array([0.16, 0.11])[(i // 3) % 2]
+    L = 0.52 + 0.30 * ((0.5 + i * 0.7548776662) % 1.0)
+    C = 0.09 + 0.08 * ((0.5 + i * 0.5698402910) % 1.0)
     return _rgba(oklch_to_srgb(L, C, hues))
 
 
