@@ -105,14 +105,21 @@ def _mean64(A, xp):
     return xp.asarray(A).mean(axis=0, dtype=xp.float64)
 
 
+def _rows64(X, s: int, step: int, mu, xp):
+    """Rows ``s : s + step`` of ``X`` minus ``mu``, as a fresh float64 array in ``xp`` (one copy)."""
+    out = xp.array(X[s : s + step], dtype=xp.float64)
+    out -= mu
+    return out
+
+
 def _centered_cross(A, B, mu_a, mu_b, xp):
     """``(A - mu_a)^T (B - mu_b)`` as (pa, pb) float64 in ``xp``, accumulated over row chunks."""
     n = A.shape[0]
     step = _chunk_rows(A.shape[1] + B.shape[1])
     out = xp.zeros((A.shape[1], B.shape[1]), dtype=xp.float64)
     for s in range(0, n, step):
-        a = xp.asarray(A[s : s + step], dtype=xp.float64) - mu_a
-        b = xp.asarray(B[s : s + step], dtype=xp.float64) - mu_b
+        a = _rows64(A, s, step, mu_a, xp)
+        b = _rows64(B, s, step, mu_b, xp)
         out += a.T @ b
     return out
 
@@ -122,7 +129,7 @@ def _sq_norm(A, mu, xp) -> float:
     step = _chunk_rows(A.shape[1])
     total = 0.0
     for s in range(0, A.shape[0], step):
-        a = xp.asarray(A[s : s + step], dtype=xp.float64) - mu
+        a = _rows64(A, s, step, mu, xp)
         total += float((a * a).sum())
     return total
 
@@ -270,8 +277,8 @@ def similarity(A, B) -> float:
     bb = xp.zeros((B.shape[1], B.shape[1]), dtype=xp.float64)
     step = _chunk_rows(A.shape[1] + B.shape[1])
     for s in range(0, A.shape[0], step):
-        a = xp.asarray(A[s : s + step], dtype=xp.float64) - mu_a
-        b = xp.asarray(B[s : s + step], dtype=xp.float64) - mu_b
+        a = _rows64(A, s, step, mu_a, xp)
+        b = _rows64(B, s, step, mu_b, xp)
         ab += a.T @ b
         aa += a.T @ a
         bb += b.T @ b
