@@ -114,10 +114,15 @@ def _members_in_corner(c, px):
     return np.flatnonzero((px[:, 0] > 0.62 * w) & (px[:, 1] < 0.38 * h))
 
 
-def test_dragging_a_centroid_handle_moves_it_to_the_cursor(view):
+@pytest.mark.parametrize("dims", [2, 3])
+def test_dragging_a_centroid_handle_moves_it_to_the_cursor(view, rng, dims):
     from engine import tour
 
     c, ctrl = view
+    if dims == 3:
+        c.set_dims(3)
+        c.pause_tour()
+        c.set_frame(random_frame(rng, P, 3))
     hc = ctrl["HandleController"]
     px = drawn_pixels(c)
     members = _members_in_corner(c, px)
@@ -129,23 +134,28 @@ def test_dragging_a_centroid_handle_moves_it_to_the_cursor(view):
     assert len(hc.handles) == 1
     centroid = np.asarray(c.layer_data(c.layer_index), dtype=np.float64)[members].mean(0)
     start = hc.pixel_positions(c)[0]
-    np.testing.assert_allclose(start, c.data_to_pixels((centroid @ c.frame)[None])[0], atol=1e-3)
+    np.testing.assert_allclose(start, c.data_to_pixels((centroid @ c.frame)[None, :2])[0], atol=1e-3)
     origin = c.data_to_pixels(np.zeros((1, 2)))[0]
     mid, end = start + 0.15 * (origin - start), start + 0.3 * (origin - start) + np.array([6.0, -4.0])
+
+    def predicted(F, q):  # the cursor sets x, y; a 3-D view keeps the handle's depth
+        t = centroid @ F
+        t[:2] = c.pixels_to_data(q[None])[0]
+        return tour.drag_handle(F, centroid, t)
+
     c.resume_tour()
     F = c.frame
     c.events.mouse_press(pos=start, button=1)
     assert not c.tour.playing  # the tour pauses during a drag
     for q in (mid, end):
         c.events.mouse_move(pos=q, button=1, buttons=[1])
-        F = tour.drag_handle(F, centroid, c.pixels_to_data(q[None])[0])
+        F = predicted(F, q)
     c.events.mouse_release(pos=end, button=1)
-    F = tour.drag_handle(F, centroid, c.pixels_to_data(end[None])[0])
+    F = predicted(F, end)
     assert c.tour.playing  # and resumes from the new frame
     np.testing.assert_allclose(c.frame, F, atol=1e-6)
-    landed = hc.pixel_positions(c)[0]
-    assert np.linalg.norm(landed - end) < 0.5
-    assert np.linalg.norm(c.data_to_pixels((centroid @ c.frame)[None])[0] - end) < 0.5
+    assert np.linalg.norm(hc.pixel_positions(c)[0] - end) < 0.5
+    assert np.linalg.norm(c.data_to_pixels((centroid @ c.frame)[None, :2])[0] - end) < 0.5
 
 
 def test_dragging_an_axis_handle_sets_its_row(view, rng):
