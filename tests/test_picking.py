@@ -112,3 +112,16 @@ def test_nearest_under_a_sheared_rotated_map(rng):
             assert got is not None and d[got] == pytest.approx(d.min(), abs=1e-6)
         elif d.min() > 6.0 + 1e-6:
             assert got is None
+
+
+def test_search_on_the_study_labels(tmp_path, study_data):
+    """Real ImageNet labels: five retriever breeds, 50 validation images each."""
+    from engine.store import import_umap_tour, load_bundle
+
+    b = load_bundle(import_umap_tour([study_data / "googlenet"], tmp_path / "g.lt"))
+    res = search(b, "retriever")
+    assert res.indices.size == 250 and len(res.matches) == 5
+    fine = b.attributes["label"]
+    names = [fine.categories[int(c)].lower() for c in np.asarray(fine.values)[res.indices]]
+    assert all("retriever" in s for s in names)
+    assert search(b, "#49999").indices.tolist() == [49999]

@@ -293,3 +293,45 @@ def test_go_to_view_glides_along_the_view_path(view, tmp_path, rng):
     assert ctrl["ViewStateController"].goto is None
     np.testing.assert_allclose(c.frame, saved_frame, atol=1e-12)
     np.testing.assert_array_equal(c.render(), target_img)
+
+
+def test_study_data_brush_handle_and_layers(tmp_path, study_data, rng):
+    """The published GoogLeNet embeddings (N = 50,000, p = 15): brush, make a handle, drag it, step
+    a layer; the selection is kept and the handle lands under the cursor."""
+    import vispy
+
+    vispy.use("glfw")
+    from engine.store import import_umap_tour, load_bundle
+    from viewer.canvas import TourCanvas
+    from viewer.controllers import install
+
+    b = load_bundle(import_umap_tour([study_data / "googlenet"], tmp_path / "g.lt"))
+    c = TourCanvas(b, layer=12, size=(360, 360), show=False, animate=False, device="cpu")
+    try:
+        ctrl = {type(k).__name__: k for k in install(c, directory=tmp_path)}
+        c.pause_tour()
+        c.set_frame(random_frame(rng, 15))
+        px = drawn_pixels(c)
+        far = np.linalg.norm(px - np.array(c.size) / 2, axis=1)
+        k = int(rng.choice(np.flatnonzero((far > 40) & (far < 120))))
+        r0, r1 = px[k] - 20.0, px[k] + 20.0
+        key(c, "B")
+        drag(c, [r0, r1])
+        ref = np.all((px >= r0) & (px <= r1), axis=1)
+        clear = np.min(np.abs(np.concatenate([px - r0, px - r1], axis=1)), axis=1) > 1e-3
+        np.testing.assert_array_equal(c.selection[clear], ref[clear])
+        assert ref.sum() > 10
+        key(c, "D")
+        hc = ctrl["HandleController"]
+        start = hc.pixel_positions(c)[0]
+        end = start + 0.25 * (c.data_to_pixels(np.zeros((1, 2)))[0] - start)
+        drag(c, [start, end])
+        assert np.linalg.norm(hc.pixel_positions(c)[0] - end) < 0.5
+        kept = c.selection.copy()
+        key(c, "J")
+        c.advance(1.0)
+        assert c.layer_index == 13
+        np.testing.assert_array_equal(c.selection, kept)
+        c.render()
+    finally:
+        c.close()
