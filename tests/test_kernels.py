@@ -395,8 +395,13 @@ def test_project_int64_indexing_beyond_2_31_elements(rng):
     p, d = 15, 2
     n = (2**31) // p + 1_000_001
     gen = cp.random.default_rng(int(rng.integers(2**31)))
-    a = gen.standard_normal((n, p), dtype=cp.float32).astype(cp.float16)
-    b = gen.standard_normal((n, p), dtype=cp.float32).astype(cp.float16)
+    a = cp.empty((n, p), cp.float16)
+    b = cp.empty((n, p), cp.float16)
+    step = 1 << 24
+    for lo in range(0, n, step):  # generated in slices: 32-bit sizes inside the generator stay safe
+        hi = min(n, lo + step)
+        a[lo:hi] = gen.standard_normal((hi - lo, p), dtype=cp.float32)
+        b[lo:hi] = gen.standard_normal((hi - lo, p), dtype=cp.float32)
     out = cp.full(n * d, cp.nan, cp.float32)
     F = orthonormal(rng, p, d)
     kernels.project(a, b, 0.375, F, out=out)
