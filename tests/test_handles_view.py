@@ -124,3 +124,15 @@ def test_axis_radius_scales_with_data(rng):
     y = rng.normal(size=(1000, 5))
     assert axis_radius(3 * y) == pytest.approx(3 * axis_radius(y), rel=1e-9)
     assert axis_radius(np.zeros((4, 5))) == 1.0
+
+
+def test_invalidate_recomputes_for_another_model(rng):
+    a = [rng.normal(size=(50, 4)).astype(np.float32) for _ in range(2)]
+    b = [rng.normal(size=(50, 4)).astype(np.float32) for _ in range(2)]
+    hs = HandleSet(4)
+    h = hs.add_centroid([1, 5, 9])
+    np.testing.assert_allclose(hs.point(h, a.__getitem__, 1), a[1][[1, 5, 9]].astype(np.float64).mean(0),
+                               rtol=1e-6)
+    hs.invalidate()
+    np.testing.assert_allclose(hs.point(h, b.__getitem__, 1), b[1][[1, 5, 9]].astype(np.float64).mean(0),
+                               rtol=1e-6)

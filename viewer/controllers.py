@@ -221,6 +221,13 @@ class HandleController:
         self.dragging = None
         self.hover = None
         self._resume = False
+        self._model = None
+
+    def on_layer_changed(self, canvas) -> None:
+        """Centroids are cached per layer index: drop them when the canvas shows another model."""
+        if canvas.model.name != self._model:
+            self._model = canvas.model.name
+            self.handles.invalidate()
 
     # ---- geometry through the canvas -----------------------------------------------------------
     def points(self, canvas) -> np.ndarray:
@@ -305,11 +312,18 @@ class HandleController:
 
     def drag_to(self, canvas, px) -> np.ndarray:
         """Move the dragged handle under pixel ``px``: sets and returns the new (p, d) frame."""
-        h = next(h for h in self.handles.handles if h.uid == self.dragging)
+        h = next((h for h in self.handles.handles if h.uid == self.dragging), None)
+        if h is None:  # deleted while dragged
+            self.dragging = None
+            return canvas.frame
         args = (canvas.layer_data, canvas.layer_index, canvas.transition)
         point = self.handles.point(h, *args)
         target = np.asarray(canvas.pixels_to_data(np.asarray(px, dtype=np.float64).reshape(1, 2)))[0]
-        frame = drag_frame(h, point, canvas.frame, target, self.handles.current_radius(*args))
+        try:
+            frame = drag_frame(h, point, canvas.frame, target, self.handles.current_radius(*args))
+        except ValueError as exc:  # e.g. a handle exactly at the origin cannot steer
+            canvas.status_message(f"handle {h.label!r}: {exc}")
+            return canvas.frame
         canvas.set_frame(frame)
         canvas.update()
         return frame

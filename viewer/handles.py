@@ -146,6 +146,11 @@ class HandleSet:
     def clear(self) -> None:
         self.handles = []
 
+    def invalidate(self) -> None:
+        """Forget cached centroids and radii (the layers changed meaning, e.g. another model)."""
+        self._centroids.clear()
+        self._radius.clear()
+
     # ---- geometry ------------------------------------------------------------------------------
     def radius(self, layer_data: LayerData, layer: int) -> float:
         if layer not in self._radius:
