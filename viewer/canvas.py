@@ -301,7 +301,7 @@ class TourCanvas(app.Canvas):
         default = getattr(self.bundle, "default_attribute", None)
         if default in self.bundle.attributes:
             return default
-        return self.color_options[0]
+        return next(iter(self.bundle.attributes), "none")
 
     def set_coloring(self, name: str) -> None:
         """Colour by attribute ``name``, "movement" (from the previous layer) or "none"."""
@@ -612,7 +612,12 @@ class TourCanvas(app.Canvas):
         else:
             path.set_image_pass(None)
             path.draw()
+        was_failed = getattr(path, "failed", None)
         path.after_draw(self)
+        failed = getattr(path, "failed", None)
+        if failed is not None and was_failed is None:
+            self.status_message(f"CUDA-GL interop unavailable ({failed}): drawing through the copy path",
+                                10.0)
 
     def _draw_hud(self) -> None:
         ov = self.overlay
