@@ -116,10 +116,27 @@ class Geodesic:
         f = float(fraction)
         F = (self.Ga * np.cos(f * self.tau) + self.H * np.sin(f * self.tau)) @ self.Va.T
         if self.spin is not None:
-            from scipy.linalg import expm
-
-            F = F @ expm(f * self.spin)
+            F = F @ _expm_skew(f * self.spin)
         return F
+
+
+def _expm_skew(K: np.ndarray) -> np.ndarray:
+    """expm of a skew-symmetric (d, d) K: closed forms for d <= 3 (Rodrigues), scipy beyond."""
+    d = K.shape[0]
+    if d == 1:
+        return np.ones((1, 1))
+    if d == 2:
+        c, s = np.cos(K[1, 0]), np.sin(K[1, 0])
+        return np.array([[c, -s], [s, c]])
+    if d == 3:
+        theta = np.sqrt(K[2, 1] ** 2 + K[0, 2] ** 2 + K[1, 0] ** 2)
+        K2 = K @ K
+        if theta < 1e-8:
+            return np.eye(3) + K + 0.5 * K2
+        return np.eye(3) + (np.sin(theta) / theta) * K + ((1.0 - np.cos(theta)) / theta**2) * K2
+    from scipy.linalg import expm
+
+    return expm(K)
 
 
 @dataclass(frozen=True)
@@ -273,7 +290,7 @@ class _GeoPath:
         self._VaT = np.ascontiguousarray(self.seg.Va.T)
 
     def frame_at(self, pos: float) -> np.ndarray:
-        if self.length == 0.0:
+        if self.length == 0.0 or pos == 0.0:
             return self.start.copy()
         ft = (pos / self.length) * self.seg.tau
         return (self.seg.Ga * np.cos(ft) + self.seg.H * np.sin(ft)) @ self._VaT
@@ -302,18 +319,20 @@ class _Torus:
         ab = np.array([[sorted(pr) for pr in rd] for rd in rounds])  # (R, m, 2)
         r = np.broadcast_to(np.arange(len(rounds))[:, None], ab.shape[:2])
         a, b = ab[..., 0], ab[..., 1]
-        self.rates = rates[np.vectorize(lambda i, j: pair_id[(i, j)])(a, b)]  # (R, m)
-        size = 1 << max(len(rounds) - 1, 0).bit_length()
-        self.eye = np.broadcast_to(np.eye(p), (size, p, p)).copy()
+        w = rates[np.vectorize(lambda i, j: pair_id[(i, j)])(a, b)].ravel()
+        # exp(i w t) for +w gives (cos, sin) for entries (a, a), (b, a); for -w, (cos, -sin) for
+        # (b, b), (a, b). cos and sin come from one angle, so each block is orthogonal to rounding.
+        self.iw = 1j * np.concatenate([w, -w])
         flat = lambda i, j: ((r * p + i) * p + j).ravel()  # noqa: E731
-        self.idx = np.concatenate([flat(a, a), flat(b, b), flat(a, b), flat(b, a)])
+        self.idx = np.stack([np.r_[flat(a, a), flat(b, b)], np.r_[flat(b, a), flat(a, b)]], 1).ravel()
+        size = 1 << max(len(rounds) - 1, 0).bit_length()  # padded with identities to a power of 2
+        self.M = np.broadcast_to(np.eye(p), (size, p, p)).copy()  # entries off the pairs stay I
 
     def rotation(self, clock: float) -> np.ndarray:
-        th = (self.rates * clock).ravel()
-        c, s = np.cos(th), np.sin(th)
-        M = self.eye.copy()
-        np.put(M, self.idx, np.concatenate([c, c, -s, s]))
-        while len(M) > 1:
+        """(p, p) float64 T(clock); costs about log2(p) batched p x p products (O(p^4) flops)."""
+        M = self.M
+        np.put(M, self.idx, np.exp(self.iw * clock).view(np.float64))
+        while len(M) > 1:  # balanced product tree, order kept: (M0 M1)(M2 M3)...
             M = M[0::2] @ M[1::2]
         return M[0]
 
