@@ -22,8 +22,9 @@ def _bundle(tmp_path, rng, *, n=40, p=6, layers=3, k=5, images=False, attrs=True
     w.add_model("net")
     data = []
     for i in range(layers):
-        e = rng.normal(size=(n, p)).astype(np.float32)
-        data.append(e)
+        e = (rng.normal(size=(n, p)) + rng.normal(size=p)).astype(np.float32)
+        # no stored alignment: the viewer shows the layer centred on its mean
+        data.append(e.astype(np.float64) - e.astype(np.float64).mean(0))
         w.write_layer("net", f"{i}-Block", e)
     labels = rng.integers(0, k, n).astype(np.int32)
     if attrs:
@@ -85,7 +86,7 @@ def test_class_colours_at_computed_positions(tmp_path, rng, path):
     bundle, data, labels, _ = _bundle(tmp_path, rng)
     c = _canvas(bundle, rng, path=path)
     try:
-        ref = data[0].astype(np.float64) @ c.frame
+        ref = data[0] @ c.frame
         np.testing.assert_allclose(c.project_current(), ref, rtol=1e-5, atol=1e-5)
         px = c.data_to_pixels(ref)
         img = c.render()
@@ -109,7 +110,7 @@ def test_selection_fades_and_legend_filter_combines(tmp_path, rng):
     bundle, data, labels, _ = _bundle(tmp_path, rng, n=36)
     c = _canvas(bundle, rng)
     try:
-        px = c.data_to_pixels(data[0].astype(np.float64) @ c.frame)
+        px = c.data_to_pixels(data[0] @ c.frame)
         idx = _isolated(px, c.size, 3 * c.point_size())
         assert len(idx) >= 4
         mask = np.zeros(bundle.n, bool)
@@ -145,11 +146,11 @@ def test_image_mode_draws_atlas_thumbnails_upright(tmp_path, rng):
         c.set_image_mode(True)
         assert c.image_mode and c._atlas_plan.complete
         sprite = c.point_size() * IMAGE_SCALE
-        px = c.data_to_pixels(data[0].astype(np.float64) @ c.frame)
+        px = c.data_to_pixels(data[0] @ c.frame)
         idx = _isolated(px, c.size, 1.5 * sprite, margin=sprite)
         if len(idx) == 0:  # spread the points by zooming in until thumbnails do not overlap
             c.zoom = 3.0
-            px = c.data_to_pixels(data[0].astype(np.float64) @ c.frame)
+            px = c.data_to_pixels(data[0] @ c.frame)
             idx = _isolated(px, c.size, 1.5 * sprite, margin=sprite)
         assert len(idx) >= 1
         out = c.render()
@@ -175,7 +176,7 @@ def test_j_starts_a_transition_whose_midpoint_is_the_blend(tmp_path, rng):
         c.advance(TRANSITION_SECONDS / 2)
         ia, ib, s = c.transition
         assert (ia, ib) == (0, 1) and s == pytest.approx(0.5, abs=1e-12)
-        ref = (0.5 * data[0].astype(np.float64) + 0.5 * data[1]) @ c.frame
+        ref = (0.5 * data[0] + 0.5 * data[1]) @ c.frame
         np.testing.assert_allclose(c.project_current(), ref, rtol=1e-5, atol=1e-5)
         px = c.data_to_pixels(ref)
         img = c.render()
@@ -185,7 +186,7 @@ def test_j_starts_a_transition_whose_midpoint_is_the_blend(tmp_path, rng):
             _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
         c.advance(TRANSITION_SECONDS)
         assert c.transition is None and c.layer_index == 1
-        np.testing.assert_allclose(c.project_current(), data[1].astype(np.float64) @ c.frame, rtol=1e-5,
+        np.testing.assert_allclose(c.project_current(), data[1] @ c.frame, rtol=1e-5,
                                    atol=1e-5)
         c.events.key_press(key=keys.Key("K"), text="k")
         assert c.transition[:2] == (1, 0)
@@ -221,7 +222,7 @@ def test_3d_depth_cue_near_points_are_bigger(tmp_path, rng):
     bundle, data, labels, _ = _bundle(tmp_path, rng, n=30, attrs=False)
     c = _canvas(bundle, rng, dims=3, size=(400, 400))
     try:
-        pos = data[0].astype(np.float64) @ c.frame
+        pos = data[0] @ c.frame
         px = c.data_to_pixels(pos[:, :2])
         base = c.point_size()
         idx = _isolated(px, c.size, 4 * base)
@@ -302,7 +303,7 @@ def test_resize_and_close_during_a_transition(tmp_path, rng):
     img = c.render()
     assert img.shape[:2] == (c.physical_size[1], c.physical_size[0]) == (300, 420)
     s = c.transition[2]
-    ref = ((1 - s) * data[0].astype(np.float64) + s * data[1]) @ c.frame
+    ref = ((1 - s) * data[0] + s * data[1]) @ c.frame
     px = c.data_to_pixels(ref)
     idx = _isolated(px, c.size, 3 * c.point_size())
     from viewer.canvas import POINT_ALPHA
@@ -364,7 +365,7 @@ def test_cuda_path_falls_back_to_copy_when_interop_cannot_register(tmp_path, rng
         assert c.render_path.startswith("copy (CUDA interop failed:")
         assert "interop unavailable" in c._status[0]
         img = c.render()
-        px = c.data_to_pixels(data[0].astype(np.float64) @ c.frame)
+        px = c.data_to_pixels(data[0] @ c.frame)
         for i in _isolated(px, c.size, 3 * c.point_size()):
             _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
     finally:

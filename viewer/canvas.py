@@ -150,6 +150,8 @@ class TourCanvas(app.Canvas):
     def layer_data(self, i: int):
         """(N, p) float32 aligned data of layer i: NumPy, or CuPy on the cuda/copy(CuPy) paths.
 
+        ``Layer.aligned`` of the bundle, centred on its mean when the layer has no stored centre.
+
         Cached (LRU within ``layer_cache_bytes``); the first call reads the memory map and, on the
         CUDA paths, copies host -> device once.
         """
@@ -159,7 +161,13 @@ class TourCanvas(app.Canvas):
             return self._layer_cache[i]
         if not 0 <= i < len(self.model.layers):
             raise IndexError(f"model {self.model.name!r} has {len(self.model.layers)} layers, not {i}")
-        data = self.model.layers[i].aligned(xp=self._data_xp)
+        layer = self.model.layers[i]
+        data = layer.aligned(xp=self._data_xp)
+        if layer.center is None:
+            # no stored alignment (e.g. imported raw UMAP output): centre it, as the study's viewer
+            # does on load, so the tour rotates the cloud about its own mean
+            xp = self._data_xp
+            data = (data - data.mean(axis=0, dtype=xp.float64)).astype(xp.float32)
         if data.shape != (self.bundle.n, self.p):
             raise ValueError(f"layer {self.model.layers[i].id!r} of {self.model.name!r} has shape "
                              f"{data.shape}, expected ({self.bundle.n}, {self.p})")

@@ -126,6 +126,17 @@ class Overlay:
         if color is not None:
             self._draw("line_loop", [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], _rgba(color))
 
+    def quads(self, boxes, colors) -> None:
+        """Many filled rectangles in one draw: boxes (k, 4) as x0, y0, x1, y1; colors (k, 4) RGBA."""
+        b = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if len(b) == 0:
+            return
+        x0, y0, x1, y1 = b.T
+        order = ((x0, y0), (x1, y0), (x0, y1), (x0, y1), (x1, y0), (x1, y1))
+        corners = np.stack([np.stack(c, 1) for c in order], axis=1)
+        cols = np.repeat(np.asarray(colors, np.float32).reshape(-1, 4), 6, axis=0)
+        self._draw("triangles", corners.reshape(-1, 2), cols)
+
     def text_size(self, s: str, size: int = 13) -> tuple[int, int]:
         """(width, height) in pixels of ``s`` at font ``size``."""
         _, (h, w) = self._text_texture(s, size)
@@ -237,8 +248,8 @@ def legend_layout(k: int, height: int, labelled_max: int = 24) -> LegendLayout:
         top = bottom - k * row
         boxes = tuple(Box(x0, top + i * row, x0 + 170, top + (i + 1) * row) for i in range(k))
         return LegendLayout(boxes, Box(x0, top - 20, x0 + 170, top), True)
-    cols = int(min(40, max(10, np.ceil(np.sqrt(k * 2)))))
-    cell = 11.0
+    cols = int(min(50, max(10, np.ceil(np.sqrt(k * 2)))))
+    cell = 11.0 if k <= 200 else 7.0
     rows = int(np.ceil(k / cols))
     top = bottom - rows * cell
     boxes = tuple(Box(x0 + (i % cols) * cell, top + (i // cols) * cell, x0 + (i % cols + 1) * cell,
@@ -256,9 +267,9 @@ def draw_legend(ov: Overlay, coloring, enabled, hover: int | None, height: int) 
         bar = np.asarray(coloring.palette)
         n = len(bar)
         w = 180.0
-        for j in range(0, n, 4):
-            c = bar[j]
-            ov.rect(x0 + w * j / n, y1 - 12, x0 + w * (j + 4) / n + 0.5, y1, None, fill=c)
+        j = np.arange(n)
+        lo_x, hi_x = x0 + w * j / n, x0 + w * (j + 1) / n + 0.5
+        ov.quads(np.stack([lo_x, np.full(n, y1 - 12), hi_x, np.full(n, y1)], 1), bar)
         ov.rect(x0, y1 - 12, x0 + w, y1, DIM)
         lo, hi = coloring.extent
         ov.text(f"{lo:.3g}", (x0, y1 - 16), DIM, 11, "left bottom")
@@ -271,17 +282,17 @@ def draw_legend(ov: Overlay, coloring, enabled, hover: int | None, height: int) 
             None, fill=PANEL)
     title = coloring.name + ("  (click: filter; click title: all)" if enabled is not None else "")
     ov.text(title, (lay.title.x0, (lay.title.y0 + lay.title.y1) / 2), TEXT, 12, "left middle")
-    for i, b in enumerate(lay.boxes):
-        c = tuple(coloring.palette[i])
-        on = enabled is None or bool(enabled[i])
-        col = c if on else (c[0] * 0.35, c[1] * 0.35, c[2] * 0.35, 1.0)
-        if lay.labelled:
+    pal = np.asarray(coloring.palette, np.float32).copy()
+    on = np.ones(k, bool) if enabled is None else np.asarray(enabled, bool)
+    pal[~on, :3] *= 0.35
+    if lay.labelled:
+        for i, b in enumerate(lay.boxes):
             cy = (b.y0 + b.y1) / 2
-            ov.circles([[b.x0 + 6, cy]], 4.5, col, fill=col, segments=14)
+            ov.circles([[b.x0 + 6, cy]], 4.5, tuple(pal[i]), fill=tuple(pal[i]), segments=14)
             label = f"{_shorten(coloring.categories[i], 18)}  {int(coloring.counts[i]):,}"
-            ov.text(label, (b.x0 + 16, cy), TEXT if on else DIM, 11, "left middle")
-        else:
-            ov.rect(b.x0 + 1, b.y0 + 1, b.x1 - 1, b.y1 - 1, None, fill=col)
+            ov.text(label, (b.x0 + 16, cy), TEXT if on[i] else DIM, 11, "left middle")
+    else:
+        ov.quads([(b.x0 + 1, b.y0 + 1, b.x1 - 1, b.y1 - 1) for b in lay.boxes], pal)
     if hover is not None and 0 <= hover < k:
         b = lay.boxes[hover]
         ov.rect(b.x0, b.y0, b.x1, b.y1, (1, 1, 1, 0.9))
