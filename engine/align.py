@@ -100,38 +100,94 @@ def _chunk_rows(width: int) -> int:
     return max(1024, CHUNK_BYTES // (8 * max(width, 1)))
 
 
+def _ones(rows: int, xp):
+    return xp.ones(rows, dtype=xp.float64)
+
+
 def _mean64(A, xp):
-    """Column mean of (N, p) ``A`` as (p,) float64 in ``xp`` (reads A once; no full copy)."""
-    return xp.asarray(A).mean(axis=0, dtype=xp.float64)
+    """Column mean of (N, p) ``A`` as (p,) float64 in ``xp``: row chunks summed by a matrix-vector
+    product (fast on both back ends; a CuPy axis-0 reduction over few columns is not)."""
+    step = _chunk_rows(A.shape[1])
+    total = xp.zeros(A.shape[1], dtype=xp.float64)
+    for s in range(0, A.shape[0], step):
+        c = xp.asarray(A[s : s + step], dtype=xp.float64)
+        total += _ones(c.shape[0], xp) @ c
+    return total / A.shape[0]
 
 
-def _rows64(X, s: int, step: int, mu, xp):
-    """Rows ``s : s + step`` of ``X`` minus ``mu``, as a fresh float64 array in ``xp`` (one copy)."""
-    out = xp.array(X[s : s + step], dtype=xp.float64)
-    out -= mu
+def _fill64(cols, s: int, e: int, shift, xp):
+    """Rows ``s:e`` of the column blocks ``cols`` side by side, minus ``shift``: fresh float64."""
+    if len(cols) == 1:
+        out = xp.array(cols[0][s:e], dtype=xp.float64)
+    else:
+        out = xp.empty((e - s, shift.shape[0]), dtype=xp.float64)
+        j = 0
+        for c in cols:
+            out[:, j : j + c.shape[1]] = xp.asarray(c[s:e])
+            j += c.shape[1]
+    out -= shift
     return out
 
 
-def _centered_cross(A, B, mu_a, mu_b, xp):
-    """``(A - mu_a)^T (B - mu_b)`` as (pa, pb) float64 in ``xp``, accumulated over row chunks."""
-    n = A.shape[0]
+@dataclass(frozen=True)
+class _Moments:
+    """Centred second moments of two column groups A (N, wa) and B (N, wb), float64 in ``xp``."""
+
+    mean_a: object  # (wa,)
+    mean_b: object  # (wb,)
+    cross: object  # (wa, wb) = A'^T B'
+    sq_a: object  # (wa,) column sums of squares of A'
+    sq_b: object  # (wb,)
+    gram_a: object = None  # (wa, wa) = A'^T A' when asked for
+    gram_b: object = None
+
+
+def _moments(cols_a: list, cols_b: list, xp, grams: bool = False) -> _Moments:
+    """One pass over the rows of the horizontally joined ``cols_a`` and ``cols_b`` ((N, p_i) each).
+
+    Each row chunk is cast to float64 once and shifted by the first row (so the sums do not cancel
+    whatever the offset); the shift is undone exactly at the end: for shifted data ``X``, ``Y`` with
+    column sums ``u``, ``v``, the centred product is ``X^T Y - u v^T / N``.
+    """
+    n = cols_a[0].shape[0]
+    shift_a = xp.concatenate([xp.asarray(c[0], dtype=xp.float64) for c in cols_a])
+    shift_b = xp.concatenate([xp.asarray(c[0], dtype=xp.float64) for c in cols_b])
+    wa, wb = shift_a.shape[0], shift_b.shape[0]
+    u, v = xp.zeros(wa, dtype=xp.float64), xp.zeros(wb, dtype=xp.float64)
+    cross = xp.zeros((wa, wb), dtype=xp.float64)
+    sq_a, sq_b = xp.zeros(wa, dtype=xp.float64), xp.zeros(wb, dtype=xp.float64)
+    ga = xp.zeros((wa, wa), dtype=xp.float64) if grams else None
+    gb = xp.zeros((wb, wb), dtype=xp.float64) if grams else None
+    step = _chunk_rows(wa + wb)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        a = _fill64(cols_a, s, e, shift_a, xp)
+        b = _fill64(cols_b, s, e, shift_b, xp)
+        ones = _ones(e - s, xp)
+        u += ones @ a
+        v += ones @ b
+        cross += a.T @ b
+        sq_a += xp.einsum("ij,ij->j", a, a)
+        sq_b += xp.einsum("ij,ij->j", b, b)
+        if grams:
+            ga += a.T @ a
+            gb += b.T @ b
+    cross -= xp.outer(u, v) / n
+    sq_a -= u * u / n
+    sq_b -= v * v / n
+    if grams:
+        ga -= xp.outer(u, u) / n
+        gb -= xp.outer(v, v) / n
+    return _Moments(shift_a + u / n, shift_b + v / n, cross, sq_a, sq_b, ga, gb)
+
+
+def _cross64(A, B, xp):
+    """``A^T B`` (no centring) as (pa, pb) float64 in ``xp``, accumulated over row chunks."""
     step = _chunk_rows(A.shape[1] + B.shape[1])
     out = xp.zeros((A.shape[1], B.shape[1]), dtype=xp.float64)
-    for s in range(0, n, step):
-        a = _rows64(A, s, step, mu_a, xp)
-        b = _rows64(B, s, step, mu_b, xp)
-        out += a.T @ b
-    return out
-
-
-def _sq_norm(A, mu, xp) -> float:
-    """``||A - mu||_F^2`` (float64) over row chunks."""
-    step = _chunk_rows(A.shape[1])
-    total = 0.0
     for s in range(0, A.shape[0], step):
-        a = _rows64(A, s, step, mu, xp)
-        total += float((a * a).sum())
-    return total
+        out += xp.asarray(A[s : s + step], dtype=xp.float64).T @ xp.asarray(B[s : s + step], dtype=xp.float64)
+    return out
 
 
 def _rotation_from_cross(M: np.ndarray, rotation_only: bool) -> np.ndarray:
@@ -178,8 +234,7 @@ def procrustes(A, B, *, rotation_only: bool = False):
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"A has {A.shape[1]} columns but B has {B.shape[1]}: Procrustes needs the same p")
     xp = array_module(A, B)
-    zero = xp.zeros(A.shape[1], dtype=xp.float64)
-    M = to_host(_centered_cross(A, B, zero, zero, xp))
+    M = to_host(_cross64(A, B, xp))
     return xp.asarray(_rotation_from_cross(M, rotation_only))
 
 
@@ -207,33 +262,34 @@ def canonical_alignment(embeddings, chain: bool = True, *, rotation_only: bool =
     layer is ``(E_k - center_k) @ rotation_k`` and lands in layer 0's (centred) frame.
     """
     out: list[Alignment] = []
-    ref = first = None  # (raw layer, its mean, its rotation, ||centred||_F^2) of the target layer
+    ref = first = None  # (raw layer, its rotation, ||centred||_F^2) of the target layer
     for k, E in enumerate(_iter_layers(embeddings)):
         name = f"embeddings[{k}]"
         _check_2d(E, name)
         xp = array_module(E)
-        mu = _mean64(E, xp)
         if ref is None:
-            p = E.shape[1]
-            R = np.eye(p)
-            out.append(Alignment(xp.asarray(R), mu, 0.0))
-            ref = (E, mu, R, _sq_norm(E, mu, xp))
-            first = ref
+            m = _moments([E], [E], xp)
+            R = np.eye(E.shape[1])
+            sq = float(m.sq_a.sum())
+            if not sq > 0.0:
+                raise ValueError(f"{name} has zero variance (a constant embedding) or non-finite values")
+            out.append(Alignment(xp.asarray(R), m.mean_a, 0.0))
+            ref = first = (E, R, sq)
             continue
-        tgt = ref if chain else first
-        T, mu_t, R_t, sq_t = tgt
+        T, R_t, sq_t = ref if chain else first
         _check_rows(T, E, f"embeddings[{k - 1 if chain else 0}]", name)
         if E.shape[1] != T.shape[1]:
             raise ValueError(f"{name} has {E.shape[1]} columns but layer 0 has {T.shape[1]}")
+        m = _moments([E], [T], array_module(E, T))
         # (E - mu)^T (T - mu_t) R_t is the cross-product with the aligned target.
-        M = to_host(_centered_cross(E, T, mu, mu_t, array_module(E, T))) @ R_t
+        M = to_host(m.cross) @ R_t
+        sq = float(m.sq_a.sum())
+        if not sq > 0.0:
+            raise ValueError(f"{name} has zero variance (a constant embedding) or non-finite values")
         R = _rotation_from_cross(M, rotation_only)
-        sq = _sq_norm(E, mu, xp)
-        if sq <= 0.0 or sq_t <= 0.0:
-            raise ValueError(f"{name} or its target has zero variance (a constant embedding)")
         residual = max(0.0, 2.0 - 2.0 * float(np.trace(R.T @ M)) / np.sqrt(sq * sq_t))
-        out.append(Alignment(xp.asarray(R), mu, float(residual)))
-        ref = (E, mu, R, sq)
+        out.append(Alignment(xp.asarray(R), xp.asarray(m.mean_a), float(residual)))
+        ref = (E, R, sq)
     if not out:
         raise ValueError("embeddings is empty: nothing to align")
     return out
@@ -253,9 +309,7 @@ def cross_model_rotation(ref_a_aligned, ref_b_aligned, *, rotation_only: bool = 
     _check_2d(ref_b_aligned, "ref_b_aligned")
     _check_rows(ref_a_aligned, ref_b_aligned, "ref_a_aligned", "ref_b_aligned")
     xp = array_module(ref_a_aligned, ref_b_aligned)
-    mu_a = _mean64(ref_a_aligned, xp)
-    mu_b = _mean64(ref_b_aligned, xp)
-    M = to_host(_centered_cross(ref_b_aligned, ref_a_aligned, mu_b, mu_a, xp))
+    M = to_host(_moments([ref_b_aligned], [ref_a_aligned], xp).cross)
     return xp.asarray(_rotation_from_cross(M, rotation_only))
 
 
@@ -271,18 +325,8 @@ def similarity(A, B) -> float:
     _check_2d(B, "B")
     _check_rows(A, B, "A", "B")
     xp = array_module(A, B)
-    mu_a, mu_b = _mean64(A, xp), _mean64(B, xp)
-    ab = xp.zeros((A.shape[1], B.shape[1]), dtype=xp.float64)
-    aa = xp.zeros((A.shape[1], A.shape[1]), dtype=xp.float64)
-    bb = xp.zeros((B.shape[1], B.shape[1]), dtype=xp.float64)
-    step = _chunk_rows(A.shape[1] + B.shape[1])
-    for s in range(0, A.shape[0], step):
-        a = _rows64(A, s, step, mu_a, xp)
-        b = _rows64(B, s, step, mu_b, xp)
-        ab += a.T @ b
-        aa += a.T @ a
-        bb += b.T @ b
-    nuc = [float(np.linalg.svd(to_host(M), compute_uv=False).sum()) for M in (ab, aa, bb)]
+    m = _moments([A], [B], xp, grams=True)
+    nuc = [float(np.linalg.svd(to_host(M), compute_uv=False).sum()) for M in (m.cross, m.gram_a, m.gram_b)]
     if not np.all(np.isfinite(nuc)):
         raise ValueError("similarity: non-finite values (NaN or inf) in A or B")
     if nuc[1] <= 0.0 or nuc[2] <= 0.0:
@@ -310,38 +354,20 @@ def similarity_matrix(layers_a: Sequence, layers_b: Sequence, *, xp=None):
     layers_a : La arrays (N, pa); layers_b : Lb arrays (N, pb); NumPy (memmaps read in row
         chunks) or CuPy. xp : array module to compute in (default: that of the layers; pass
         ``cupy`` to upload host layers chunk by chunk).
-    Returns (La, Lb) float64 in ``xp``. One pass over the rows: each chunk of all layers is centred
-    and concatenated horizontally, and a single (La*pa x Lb*pb) product is accumulated in float64;
-    then the La*Lb blocks go through one batched SVD (compute_uv=False) and are divided by
-    ``||A'_i||_F ||B'_j||_F`` (the square roots of the Gram nuclear norms).
+    Returns (La, Lb) float64 in ``xp``. One pass over the rows: each row chunk of all layers is
+    cast to float64 and concatenated horizontally, and a single (La*pa x Lb*pb) product is
+    accumulated (centred exactly at the end); then the La*Lb blocks go through one batched SVD
+    (compute_uv=False) and are divided by ``||A'_i||_F ||B'_j||_F`` (the square roots of the Gram
+    nuclear norms). Memory: float64 scratch of about ``CHUNK_BYTES`` plus the (La*pa, Lb*pb) product.
     """
     la = _stack_layers(layers_a, "layers_a")
     lb = _stack_layers(layers_b, "layers_b")
     _check_rows(la[0], lb[0], "layers_a[0]", "layers_b[0]")
     if xp is None:
         xp = array_module(*la, *lb)
-    n, pa = la[0].shape
-    pb = lb[0].shape[1]
-    mu_a = xp.concatenate([xp.asarray(_mean64(L, array_module(L))) for L in la])
-    mu_b = xp.concatenate([xp.asarray(_mean64(L, array_module(L))) for L in lb])
-    wa, wb = len(la) * pa, len(lb) * pb
-    step = _chunk_rows(wa + wb)
-    cross = xp.zeros((wa, wb), dtype=xp.float64)
-    sq_a = xp.zeros(wa, dtype=xp.float64)
-    sq_b = xp.zeros(wb, dtype=xp.float64)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        ca = xp.empty((e - s, wa), dtype=xp.float64)
-        cb = xp.empty((e - s, wb), dtype=xp.float64)
-        for i, L in enumerate(la):
-            ca[:, i * pa : (i + 1) * pa] = xp.asarray(L[s:e])
-        for j, L in enumerate(lb):
-            cb[:, j * pb : (j + 1) * pb] = xp.asarray(L[s:e])
-        ca -= mu_a
-        cb -= mu_b
-        cross += ca.T @ cb
-        sq_a += xp.einsum("ij,ij->j", ca, ca)
-        sq_b += xp.einsum("ij,ij->j", cb, cb)
+    pa, pb = la[0].shape[1], lb[0].shape[1]
+    m = _moments(la, lb, xp)
+    cross, sq_a, sq_b = m.cross, m.sq_a, m.sq_b
     blocks = cross.reshape(len(la), pa, len(lb), pb).transpose(0, 2, 1, 3).reshape(-1, pa, pb)
     nuc = xp.linalg.svd(blocks, compute_uv=False).sum(axis=-1).reshape(len(la), len(lb))
     fa = sq_a.reshape(len(la), pa).sum(axis=1)
@@ -373,16 +399,17 @@ def consecutive_similarity(layers):
     for k, L in enumerate(_iter_layers(layers)):
         _check_2d(L, f"layers[{k}]")
         xp = array_module(L)
-        mu = _mean64(L, xp)
-        sq = _sq_norm(L, mu, xp)
-        if sq <= 0.0:
-            raise ValueError(f"layers[{k}] has zero variance (a constant embedding)")
         if prev is not None:
-            P, mu_p, sq_p = prev
-            _check_rows(P, L, f"layers[{k - 1}]", f"layers[{k}]")
-            M = to_host(_centered_cross(P, L, mu_p, mu, array_module(P, L)))
-            vals.append(float(np.linalg.svd(M, compute_uv=False).sum()) / float(np.sqrt(sq_p * sq)))
-        prev = (L, mu, sq)
+            _check_rows(prev, L, f"layers[{k - 1}]", f"layers[{k}]")
+            m = _moments([prev], [L], array_module(prev, L))
+            sq_p, sq = float(m.sq_a.sum()), float(m.sq_b.sum())
+            if not (sq_p > 0.0 and sq > 0.0):
+                bad = k - 1 if not sq_p > 0.0 else k
+                raise ValueError(f"layers[{bad}] has zero variance (a constant embedding) or non-finite "
+                                 "values")
+            nuc = float(np.linalg.svd(to_host(m.cross), compute_uv=False).sum())
+            vals.append(nuc / float(np.sqrt(sq_p * sq)))
+        prev = L
     if prev is None:
         raise ValueError("layers is empty")
     return xp.asarray(np.asarray(vals, dtype=np.float64))
