@@ -273,6 +273,19 @@ def test_consecutive_similarity(xp, rng):
     assert c.shape == (4,)
     np.testing.assert_allclose(c, [ref_similarity(layers[k], layers[k + 1]) for k in range(4)], atol=1e-12)
     assert c[2] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"layers\[2\] has zero variance"):
+        consecutive_similarity([layers[0], layers[1], np.full_like(layers[0], 3.0)])
+    with pytest.raises(ValueError, match="layers is empty"):
+        consecutive_similarity([])
+
+
+def test_moments_survive_large_offsets(rng):
+    A = cloud(rng, n=2000)
+    B = cloud(rng, n=2000)
+    s = ref_similarity(A, B)
+    assert similarity(A + 1e6, B - 3e5) == pytest.approx(s, abs=1e-9)
+    np.testing.assert_allclose(similarity_matrix([A + 1e6], [B - 3e5]), [[s]], atol=1e-9)
+    np.testing.assert_allclose(canonical_alignment([A, A + 1e6])[1].center, A.mean(0) + 1e6, rtol=1e-14)
 
 
 def test_similarity_matrix_on_memmaps_and_errors(tmp_path, rng):
