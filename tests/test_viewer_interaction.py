@@ -335,3 +335,17 @@ def test_study_data_brush_handle_and_layers(tmp_path, study_data, rng):
         c.render()
     finally:
         c.close()
+
+
+def test_go_to_a_2d_view_from_3d_jumps_there(view, rng):
+    c, ctrl = view
+    c.show_hud = False
+    saved_frame = c.frame
+    key(c, "V")
+    target_img = c.render()
+    key(c, "3")
+    assert c.dims == 3
+    key(c, "G")
+    assert c.dims == 2 and ctrl["ViewStateController"].goto is None
+    np.testing.assert_allclose(c.frame, saved_frame, atol=1e-12)
+    np.testing.assert_array_equal(c.render(), target_img)

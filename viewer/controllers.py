@@ -485,6 +485,7 @@ class ViewStateController:
             canvas.status_message(str(exc))
             return
         start = np.asarray(canvas.frame, dtype=np.float64).copy()
+        animate = animate and start.shape == np.shape(state["frame"])  # no glide between 2-D and 3-D
         viewstate.apply(canvas, state, animate=animate)
         if animate:  # glide with the tour paused; on arrival it plays (or not) as saved
             canvas.pause_tour()
