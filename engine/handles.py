@@ -134,7 +134,10 @@ def drag_axis(frame, i: int, target) -> np.ndarray:
     which completion C is used (every step only uses inner products of rows, unchanged by a
     rotation of C's columns), except when ||F[i]|| == 1 (e_i lies in the view plane, C[i] = 0):
     then the new tail points along the first complement column. When target equals row i the
-    frame comes back unchanged.
+    frame comes back unchanged. One configuration is singular: ||target|| == 1 exactly and target
+    orthogonal to the old row i; the new row then lies in the span of the others, Gram-Schmidt
+    meets a zero vector there and Householder QR picks an orthonormal direction for it (the
+    result is still orthonormal with row i == target, but not a limit of nearby drags).
     """
     F = _frame(frame, "drag_axis")
     p, d = F.shape

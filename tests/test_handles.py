@@ -223,3 +223,19 @@ def test_drag_axis_bad_input_names_the_argument(rng):
         tour.drag_axis(F, 1, np.zeros(3))
     with pytest.raises(ValueError, match="drag_axis: frame must be"):
         tour.drag_axis(np.ones((2, 5)), 1, np.zeros(2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), p=st.integers(3, 64), d=st.integers(2, 3),
+       norm=st.one_of(st.floats(0.0, 1.0), st.just(1.0), st.floats(1.0, 1e3)))
+def test_drag_axis_property_row_lands_and_orthonormal(seed, p, d, norm):
+    rng = np.random.default_rng(seed)
+    if p <= d:
+        p = d + 1
+    F = tour.random_frame(p, d, rng)
+    i = int(rng.integers(p))
+    v = rng.standard_normal(d)
+    t = v / np.linalg.norm(v) * norm
+    G = tour.drag_axis(F, i, t)
+    assert orth_err(G) < 1e-12
+    assert np.abs(G[i] - t / max(1.0, norm)).max() < 1e-15
