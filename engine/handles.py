@@ -136,8 +136,8 @@ def drag_axis(frame, i: int, target) -> np.ndarray:
     then the new tail points along the first complement column. When target equals row i the
     frame comes back unchanged. One configuration is singular: ||target|| == 1 exactly and target
     orthogonal to the old row i; the new row then lies in the span of the others, Gram-Schmidt
-    meets a zero vector there and Householder QR picks an orthonormal direction for it (the
-    result is still orthonormal with row i == target, but not a limit of nearby drags).
+    meets a zero vector there, and Householder QR still supplies an orthonormal direction for
+    it, so the result stays orthonormal with row i == target.
     """
     F = _frame(frame, "drag_axis")
     p, d = F.shape
