@@ -104,6 +104,7 @@ def _import_cuml():
 
 def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float = 0.1, init="spectral",
           seed: int | None = 42, backend: str = "auto", max_brute_force: int = 50_000,
+          n_epochs: int | None = None,
           reduce_bytes: int = 16 * 2**30, reduce_dims: int = 256) -> EmbedResult:
     """UMAP-embed X ((N, D) float, NumPy or CuPy) to (N, n_components) float32 in X's array module.
 
@@ -114,6 +115,7 @@ def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float =
     max_brute_force : on cuML, up to this many rows the k-NN graph is exact (``brute_force_knn``,
         reproducible, X stays on the device); above it ``nn_descent``. umap-learn builds it exactly
         below 4,096 rows, else with NN-descent. ``knn_algorithm`` says which.
+    n_epochs : optimisation epochs (default: the library's, 500 below 10,000 rows else 200).
     reduce_bytes, reduce_dims : an X of more than reduce_bytes (N·D·4) is first reduced by
         :func:`pca_reduce` (in X's array module) to reduce_dims, recorded in ``params["pca"]``.
     """
@@ -129,7 +131,7 @@ def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float =
     if not bool(xp.isfinite(X).all()):
         raise ValueError("embed: X contains NaN or Inf")
     params: dict = {"n_components": n_components, "n_neighbors": n_neighbors, "min_dist": min_dist,
-                    "seed": seed, "n": int(n), "dim": int(d),
+                    "seed": seed, "n": int(n), "dim": int(d), "n_epochs": n_epochs,
                     "init": "array" if not isinstance(init, str) else init}
     if isinstance(init, str):
         if init not in ("spectral", "random"):
@@ -151,19 +153,20 @@ def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float =
         raise ImportError(f"backend='cuml' but cuML is not importable ({why}); "
                           "install the gpu extras or use backend='umap-learn'")
     if use_cuml:
-        Y, knn, seconds = _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed,
+        Y, knn, seconds = _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, n_epochs,
                                     max_brute_force, params)
         params["cuml_version"] = str(cuml.__version__)
     else:
         if backend == "auto" and is_cupy_array(X):
             params["fallback"] = f"cuML unavailable ({why}): umap-learn on the host"
             log.info("embed: %s", params["fallback"])
-        Y, knn, seconds = _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, params)
+        Y, knn, seconds = _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs,
+                                          params)
     return EmbedResult(like(Y, X).astype(xp.float32, copy=False), "cuml" if use_cuml else "umap-learn",
                        knn, seconds, params)
 
 
-def _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, max_brute_force, params):
+def _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, n_epochs, max_brute_force, params):
     import cupy as cp
     from cuml.manifold import UMAP
 
@@ -177,7 +180,7 @@ def _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, max_brut
             init = cp.asarray(init, dtype=cp.float32)
     knn = "brute_force_knn" if X.shape[0] <= max_brute_force else "nn_descent"
     model = UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist, init=init,
-                 random_state=seed, build_algo=knn, output_type="cupy")
+                 n_epochs=n_epochs, random_state=seed, build_algo=knn, output_type="cupy")
     Xd = cp.asarray(X)
     cp.cuda.Device().synchronize()
     t0 = time.perf_counter()
@@ -186,13 +189,13 @@ def _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, max_brut
     return Y, knn, time.perf_counter() - t0
 
 
-def _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, params):
+def _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs, params):
     import umap
 
     Xh = to_host(X)
     init_h = init if isinstance(init, str) else to_host(init)
     model = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist, init=init_h,
-                      random_state=seed)
+                      n_epochs=n_epochs, random_state=seed)
     t0 = time.perf_counter()
     Y = model.fit_transform(Xh)
     seconds = time.perf_counter() - t0
