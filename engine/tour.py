@@ -359,9 +359,11 @@ class GrandTour:
     seed : int, None (fresh entropy) or a numpy Generator; the whole path follows from it.
     speed : radians per second. Geodesic method: arc length on the Grassmannian (||tau|| per
         segment), so the view moves at exactly this angular speed. Torus method: the rate of the
-        torus clock; the p(p-1)/2 plane rates are drawn in +-[0.5, 1.5] and scaled so that a
-        fixed rotation with these rates would move a uniformly random plane at ``speed`` on average
-        (the torus has no exact speed control).
+        torus clock; the p(p-1)/2 plane rates w are drawn in +-[0.5, 1.5] and scaled so that the
+        one-parameter rotation exp(t A), A the skew matrix of the rates, moves a uniformly random
+        d-plane at an RMS Grassmann speed of ``speed`` (E|v|^2 = 2 d (p-d) / (p (p-1)) sum w^2).
+        The torus has no exact speed control; its long-run mean speed is close to ``speed``
+        (tests/test_tour.py checks it lies within a factor 1.5).
     method : "geodesic" (tourr's: geodesics between random targets, each new segment starting from
         the frame actually reached) or "torus" (Asimov's: product of Givens rotations, rebuilt from
         the identity every step).
