@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from engine.device import CudaUnavailableError
 
-    user_errors: tuple[type[BaseException], ...] = (CliError, CudaUnavailableError, FileNotFoundError)
+    # Errors a user can fix (bad paths, arguments, data) print one line; -v adds the traceback.
+    user_errors: tuple[type[BaseException], ...] = (CliError, CudaUnavailableError, OSError, ValueError)
     try:
         from engine.store import BundleError
 
@@ -238,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except user_errors as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
         print(f"layertour {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -242,7 +242,9 @@ def prepare_from_args(args) -> Path:
         jobs.append(ModelJob(name=name, module=module, layers=layers,
                              meta={"source": spec, "weights": str(args.weights), "layers_spec": args.layers}))
     if args.digits:
-        inputs = digits_inputs(n=args.n, image_size=None if _all_custom(args.model) else 224)
+        # torchvision models expect 3x224x224; FILE.py:factory models get the raw 1x8x8 digits.
+        size, channels = (8, 1) if _all_custom(args.model) else (224, 3)
+        inputs = digits_inputs(n=args.n, size=size, channels=channels)
     else:
         inputs = image_folder_inputs(args.images, n=args.n)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
