@@ -321,6 +321,13 @@ def test_torus_moves_with_the_documented_rates_and_speed(rng):
     h = 1e-7
     deriv = (tour.step(h) - np.eye(p, d)) / h  # d/dt of a product of Givens rotations at 0
     assert np.abs(deriv - A[:, :d]).max() < 1e-5
+    # normalisation: exp(tA) moves a uniformly random plane at RMS Grassmann speed 1 (Monte Carlo)
+    v2 = []
+    for _ in range(4000):
+        F = T.random_frame(p, d, rng)
+        V = A @ F
+        v2.append(np.sum((V - F @ (F.T @ V)) ** 2))
+    assert abs(np.mean(v2) - 1.0) < 0.05
     # average Grassmann speed over a long run is near the nominal speed (no exact control)
     tour = T.GrandTour(15, 2, seed=int(rng.integers(2**32)), speed=1.0, method="torus")
     prev, total = tour.frame.copy(), 0.0
