@@ -227,8 +227,9 @@ def _launch_project(a, b, s, n, p, d, out, stride, offset, kernel, frame_args) -
         a, b = a.view(cp.uint16), b.view(cp.uint16)
     tile = _loader.PROJECT_TILE
     shared = (tile * (p | 1) + p * d) * 4
-    grid = _loader.grid_for(-(-n // tile))
-    args = (a, b, np.float32(s), *frame_args, np.int64(n), np.int32(p), out, np.int64(stride),
+    grid = _loader.grid_for(-(-n // tile), per_sm=_loader.PROJECT_BLOCKS_PER_SM)
+    vec = np.int32(a.data.ptr % 16 == 0 and b.data.ptr % 16 == 0)  # 16-byte loads need aligned rows
+    args = (a, b, np.float32(s), *frame_args, np.int64(n), np.int32(p), vec, out, np.int64(stride),
             np.int64(offset))
     _loader.launch("project.cu", kernel, grid, tile, args, shared)
 

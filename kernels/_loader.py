@@ -39,8 +39,10 @@ KERNELS = {
     "brush.cu": ("brush_rect", "brush_lasso"),
     "centroid.cu": ("centroid_mask", "centroid_index"),
 }
-# Blocks per SM in a capped grid-stride launch: enough resident warps to cover memory latency.
+# Blocks per SM in a capped grid-stride launch: enough resident warps to cover memory latency
+# (256-thread blocks: 8 fill an SM; project's 128-thread blocks: up to 16, as registers allow).
 BLOCKS_PER_SM = 8
+PROJECT_BLOCKS_PER_SM = 16
 SYNC_ENV = "LAYERTOUR_KERNEL_SYNC"
 
 _modules: dict = {}
@@ -119,11 +121,11 @@ def _sm_count(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
 
 
-def grid_for(work_blocks: int) -> int:
+def grid_for(work_blocks: int, per_sm: int = BLOCKS_PER_SM) -> int:
     """Blocks for a grid-stride launch over ``work_blocks`` blocks of work on the current device."""
     import cupy
 
-    cap = BLOCKS_PER_SM * _sm_count(cupy.cuda.Device().id)
+    cap = per_sm * _sm_count(cupy.cuda.Device().id)
     return max(1, min(int(work_blocks), cap))
 
 

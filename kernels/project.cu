@@ -42,13 +42,41 @@ __device__ __forceinline__ float lt_load(const unsigned short* __restrict__ p, l
     return v;
 }
 
+// 16-byte vector loads: 4 float32 or 8 binary16 values, converted to float32.
+__device__ __forceinline__ void lt_load16(const float* __restrict__ p, long long q, float* v) {
+    const float4 w = __ldg(reinterpret_cast<const float4*>(p) + q);
+    v[0] = w.x;
+    v[1] = w.y;
+    v[2] = w.z;
+    v[3] = w.w;
+}
+
+__device__ __forceinline__ float lt_half(unsigned int bits16) {
+    float v;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"((unsigned short)bits16));
+    return v;
+}
+
+__device__ __forceinline__ void lt_load16(const unsigned short* __restrict__ p, long long q, float* v) {
+    const uint4 w = __ldg(reinterpret_cast<const uint4*>(p) + q);
+    const unsigned int words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        v[2 * i] = lt_half(words[i] & 0xffffu);  // little-endian: element 2i is the low half
+        v[2 * i + 1] = lt_half(words[i] >> 16);
+    }
+}
+
 // Stage the blended tile rows [row0, row0 + rows) into sm (row pitch `pitch`), then project each row
-// with the frame in sF and write it to y. Called by all threads of the block.
+// with the frame in sF and write it to y. Called by all threads of the block. With vec != 0 (a and b
+// 16-byte aligned, checked by the host) the tile is read with 16-byte loads; a full tile holds
+// PROJECT_TILE * p elements, a multiple of the vector width, so only the last tile has a scalar tail.
 template <typename T, int D>
 __device__ __forceinline__ void project_tiles(const T* __restrict__ a, const T* __restrict__ b, float s,
-                                              long long n, int p, int pitch, const float* __restrict__ sF,
-                                              float* sm, float* __restrict__ y, long long stride,
-                                              long long offset) {
+                                              long long n, int p, int pitch, int vec,
+                                              const float* __restrict__ sF, float* sm, float* __restrict__ y,
+                                              long long stride, long long offset) {
+    constexpr int W = 16 / (int)sizeof(T);  // elements per 16-byte vector
     const int tid = threadIdx.x;
     const float w0 = 1.0f - s;
     // Incremental (row, column) walk over the flat tile: avoids an integer division per element.
@@ -61,10 +89,35 @@ __device__ __forceinline__ void project_tiles(const T* __restrict__ a, const T* 
         const int rows = left < PROJECT_TILE ? (int)left : PROJECT_TILE;
         const int nel = rows * p;
         const long long base = row0 * (long long)p;
-        int r = tid / p;
-        int c = tid - r * p;
+        int done = 0;
+        if (vec) {
+            const int nvec = nel / W;
+            const T* ta = a + base;
+            const T* tb = b + base;
+#pragma unroll 2
+            for (int q = tid; q < nvec; q += PROJECT_TILE) {
+                float va[W];
+                float vb[W];
+                lt_load16(ta, q, va);
+                lt_load16(tb, q, vb);
+                const int e0 = q * W;
+                int r = e0 / p;
+                int c = e0 - r * p;
+#pragma unroll
+                for (int j = 0; j < W; ++j) {
+                    sm[r * pitch + c] = w0 * va[j] + s * vb[j];
+                    if (++c == p) {
+                        c = 0;
+                        ++r;
+                    }
+                }
+            }
+            done = nvec * W;
+        }
+        int r = (done + tid) / p;
+        int c = (done + tid) - r * p;
 #pragma unroll kProjectUnroll
-        for (int e = tid; e < nel; e += PROJECT_TILE) {
+        for (int e = done + tid; e < nel; e += PROJECT_TILE) {
             const float va = lt_load(a, base + e);
             const float vb = lt_load(b, base + e);
             sm[r * pitch + c] = w0 * va + s * vb;
@@ -97,14 +150,14 @@ __device__ __forceinline__ void project_tiles(const T* __restrict__ a, const T* 
 // Frame given directly: frame is (p, D) float32 in device memory, copied to shared memory per block.
 template <typename T, int D>
 __device__ __forceinline__ void project_frame(const T* __restrict__ a, const T* __restrict__ b, float s,
-                                              const float* __restrict__ frame, long long n, int p,
+                                              const float* __restrict__ frame, long long n, int p, int vec,
                                               float* __restrict__ y, long long stride, long long offset) {
-    extern __shared__ float lt_smem[];
+    extern __shared__ __align__(16) float lt_smem[];
     const int pitch = p | 1;
     float* sF = lt_smem + PROJECT_TILE * pitch;
     for (int e = threadIdx.x; e < p * D; e += blockDim.x) sF[e] = frame[e];
     __syncthreads();
-    project_tiles<T, D>(a, b, s, n, p, pitch, sF, lt_smem, y, stride, offset);
+    project_tiles<T, D>(a, b, s, n, p, pitch, vec, sF, lt_smem, y, stride, offset);
 }
 
 // Frame built per block from the geodesic segment (float64 parameters, evaluated in float64).
@@ -113,9 +166,9 @@ __device__ __forceinline__ void project_geodesic(const T* __restrict__ a, const 
                                                  const double* __restrict__ ga, const double* __restrict__ h,
                                                  const double* __restrict__ va,
                                                  const double* __restrict__ tau, double f, long long n,
-                                                 int p, float* __restrict__ y, long long stride,
+                                                 int p, int vec, float* __restrict__ y, long long stride,
                                                  long long offset) {
-    extern __shared__ float lt_smem[];
+    extern __shared__ __align__(16) float lt_smem[];
     const int pitch = p | 1;
     float* sF = lt_smem + PROJECT_TILE * pitch;
     double cs[D];
@@ -131,21 +184,21 @@ __device__ __forceinline__ void project_geodesic(const T* __restrict__ a, const 
         sF[e] = (float)acc;
     }
     __syncthreads();
-    project_tiles<T, D>(a, b, s, n, p, pitch, sF, lt_smem, y, stride, offset);
+    project_tiles<T, D>(a, b, s, n, p, pitch, vec, sF, lt_smem, y, stride, offset);
 }
 
 #define LT_PROJECT_KERNELS(NAME, T, D)                                                                    \
     extern "C" __global__ void __launch_bounds__(PROJECT_TILE)                                           \
         project_##NAME##_d##D(const T* __restrict__ a, const T* __restrict__ b, float s,                 \
-                              const float* __restrict__ frame, long long n, int p, float* __restrict__ y, \
-                              long long stride, long long offset) {                                      \
-        project_frame<T, D>(a, b, s, frame, n, p, y, stride, offset);                                    \
+                              const float* __restrict__ frame, long long n, int p, int vec,              \
+                              float* __restrict__ y, long long stride, long long offset) {               \
+        project_frame<T, D>(a, b, s, frame, n, p, vec, y, stride, offset);                               \
     }                                                                                                     \
     extern "C" __global__ void __launch_bounds__(PROJECT_TILE) project_geo_##NAME##_d##D(                \
         const T* __restrict__ a, const T* __restrict__ b, float s, const double* __restrict__ ga,         \
         const double* __restrict__ h, const double* __restrict__ va, const double* __restrict__ tau,      \
-        double f, long long n, int p, float* __restrict__ y, long long stride, long long offset) {        \
-        project_geodesic<T, D>(a, b, s, ga, h, va, tau, f, n, p, y, stride, offset);                     \
+        double f, long long n, int p, int vec, float* __restrict__ y, long long stride, long long offset) { \
+        project_geodesic<T, D>(a, b, s, ga, h, va, tau, f, n, p, vec, y, stride, offset);                \
     }
 
 LT_PROJECT_KERNELS(f32, float, 2)

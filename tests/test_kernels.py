@@ -89,6 +89,19 @@ def test_project_writes_only_the_addressed_floats(xp, rng, dtype, d, stride, off
     assert np.isnan(got[untouched]).all(), "project wrote outside its (stride, offset) slots"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("p", [15, 16, 5])
+def test_project_unaligned_views(xp, rng, dtype, p):
+    """Rows starting off a 16-byte boundary (a view one row in) take the scalar path and still match."""
+    n = int(rng.integers(1_000, 3_000)) | 1
+    a_full, b_full = points(xp, rng, n + 1, p, dtype), points(xp, rng, n + 1, p, dtype)
+    a, b = a_full[1:], b_full[:-1]
+    assert a.flags.c_contiguous and b.flags.c_contiguous
+    frame = orthonormal(rng, p, 3)
+    got = kernels.project(a, b, 0.625, frame)
+    assert_close_bound(got, *project_reference(a, b, 0.625, frame))
+
+
 @pytest.mark.parametrize("n", [1, 2, 127, 128, 129, 255, 257])
 def test_project_tile_edges(xp, rng, n):
     p, d = 15, 2
