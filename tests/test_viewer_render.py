@@ -104,6 +104,33 @@ def test_class_colours_at_computed_positions(tmp_path, rng, path):
         c.close()
 
 
+@pytest.mark.parametrize("p, mode", [(15, "texture"), (37, "texture"), (28, "attributes")])
+def test_shader_path_variants_and_uncapped_p(tmp_path, rng, monkeypatch, p, mode):
+    """p is not capped: beyond 7 vec4 attributes the layer data go through a float texture."""
+    from viewer import render_paths
+    from viewer.canvas import POINT_ALPHA
+
+    if p <= 28:
+        monkeypatch.setattr(render_paths, "SHADER_MODE", mode)
+    bundle, data, labels, _ = _bundle(tmp_path, rng, p=p)
+    c = _canvas(bundle, rng)
+    try:
+        assert c._path.mode == mode
+        c.zoom = np.sqrt(p / 6)  # the view radius grows with the p-D norm: keep the 2-D spread on screen
+        c.set_layer(1, animate=True)
+        c.advance(0.3)
+        s = c.transition[2]
+        ref = ((1 - s) * data[0] + s * data[1]) @ c.frame
+        px = c.data_to_pixels(ref)
+        img = c.render()
+        idx = _isolated(px, c.size, 3 * c.point_size())
+        assert len(idx) >= 3
+        for i in idx:
+            _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
+    finally:
+        c.close()
+
+
 def test_selection_fades_and_legend_filter_combines(tmp_path, rng):
     from viewer.canvas import FADE_ALPHA, POINT_ALPHA
 

@@ -1,8 +1,9 @@
 """The three ways the viewer turns aligned (N, p) layer data into point positions on screen.
 
-- ``"shader"``: each layer's data are uploaded once as an RGBA32F texture (``ceil(p/4)`` texels per
-  point, any p); per frame only the blend ``s`` and the (p, d) frame (a tiny texture) change, and
-  the vertex shader projects. No per-frame transfer of N-sized data. Works on any GL 3.0 driver.
+- ``"shader"``: each layer's data are uploaded once, as ``q = ceil(p/4)`` vec4 vertex attributes
+  when q <= 7 (p <= 28), else as an RGBA32F texture (q texels per point, any p); per frame only
+  the blend ``s`` and the (p, d) frame (a uniform array, or a tiny texture for very large p)
+  change, and the vertex shader projects. No per-frame transfer of N-sized data. GL 3.0.
 - ``"copy"``: ``kernels.project`` (NumPy twin on the host, or the CUDA kernel on CuPy data followed
   by a device -> host copy) computes (N, d) float32 positions each frame, then ``vbo.set_data``
   uploads them. The fallback, and what ``"cuda"`` degrades to when interop cannot register.
@@ -39,12 +40,17 @@ def _read(name: str) -> str:
     return (SHADER_DIR / name).read_text()
 
 
-def _source(vertex_file: str, dims: int) -> tuple[str, str]:
+def _source(vertex_file: str, dims: int, defines: dict | None = None) -> tuple[str, str]:
     body = _read(vertex_file)
     if "$POS_TYPE" in body:
         body = body.replace("$POS_TYPE", f"vec{dims}")
         body = body.replace("$POS_Z", "pos.z = a_pos.z;" if dims == 3 else "")
-    vert = "#version 130\n" + _read("points_common.glsl") + "\n" + body
+    defines = dict(defines or {})
+    size = defines.pop("LT_MAX_FRAME_VEC4", None)
+    if size is not None:  # VisPy parses uniform array sizes only from literal integers
+        body = body.replace("LT_MAX_FRAME_VEC4", str(size))
+    head = "#version 130\n" + "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    vert = head + _read("points_common.glsl") + "\n" + body
     frag = "#version 130\n" + _read("points.frag.glsl")
     return vert, frag
 
@@ -63,34 +69,38 @@ def _quiet_builtin_warning() -> None:
         vlog.addFilter(_F())
 
 
-def texture_layout(n: int, p: int, max_size: int) -> tuple[int, int, int]:
-    """(q, width, height) of the data texture: q = ceil(p/4) texels per point, rows of ``width``.
+MAX_FRAME_VEC4 = 192  # uniform vec4s for the frame (GL 3.0 guarantees 256 vertex uniform vectors)
 
-    Raises ValueError when N·q texels do not fit in a max_size² texture.
+
+def texture_layout(n: int, p: int, max_size: int) -> tuple[int, int, int, int]:
+    """(q, per_row, width, height) of a data texture: q = ceil(p/4) texels per point, per_row whole
+    points per texture row (width = q * per_row texels), height rows.
+
+    Raises ValueError when the points do not fit in one max_size x max_size texture.
     """
     q = max(1, -(-p // 4))
-    total = n * q
-    width = int(min(max_size, max(total, 1)))
-    height = -(-total // width)
+    if q > max_size:
+        raise ValueError(f"p={p} needs {q} texels per point, more than a {max_size}-texel texture row")
+    per_row = int(min(max_size // q, max(n, 1)))
+    height = -(-max(n, 1) // per_row)
     if height > max_size:
-        raise ValueError(f"{n} points x {p} dims need {total} texels: more than one "
+        raise ValueError(f"{n} points x {p} dims need {n * q} texels: more than one "
                          f"{max_size}x{max_size} texture holds; use the copy or cuda render path")
-    return q, width, height
+    return q, per_row, q * per_row, height
 
 
 def pack_layer(data: np.ndarray, max_size: int) -> np.ndarray:
     """(height, width, 4) float32 host array of the data texture for (N, p) ``data`` (host)."""
     data = np.asarray(data, dtype=np.float32)
     n, p = data.shape
-    q, width, height = texture_layout(n, p, max_size)
-    flat = np.zeros(height * width * 4, np.float32)
-    padded = flat[: n * q * 4].reshape(n, q * 4)
-    padded[:, :p] = data
+    q, per_row, width, height = texture_layout(n, p, max_size)
+    flat = np.zeros((height * per_row, q * 4), np.float32)
+    flat[:n, :p] = data
     return flat.reshape(height, width, 4)
 
 
 def pack_frame(F: np.ndarray) -> np.ndarray:
-    """(d, q, 4) float32: texel (k, c) = F[4k:4k+4, c] (zero-padded), for (p, d) frame F."""
+    """(d, q, 4) float32 blocks: [c, k] = F[4k:4k+4, c] (zero-padded), for the (p, d) frame F."""
     F = np.asarray(F, dtype=np.float64)
     p, d = F.shape
     q = max(1, -(-p // 4))
@@ -105,13 +115,17 @@ class PointsPath:
     name = "base"
     vertex_file = ""
 
-    def __init__(self, n: int, p: int, dims: int, max_texture_size: int):
+    def __init__(self, n: int, p: int, dims: int, max_texture_size: int, defines: dict | None = None):
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {dims}")
+        self._init_common(n, p, dims, max_texture_size, _source(self.vertex_file, dims, defines))
+
+    def _init_common(self, n, p, dims, max_texture_size, sources) -> None:
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         _quiet_builtin_warning()
         self.n, self.p, self.dims, self.max_texture_size = n, p, dims, max_texture_size
-        vert, frag = _source(self.vertex_file, dims)
-        self.program = gloo.Program(vert, frag)
+        self.program = gloo.Program(*sources)
         self.code_vbo = gloo.VertexBuffer(np.zeros(n, np.float32))
         self.state_vbo = gloo.VertexBuffer(np.ones(n, np.float32))
         self.program["a_code"] = self.code_vbo
@@ -184,48 +198,109 @@ class PointsPath:
         return self.name
 
 
+ATTRIB_MAX_Q = 7  # 2 * 7 vec4 attributes + code + state = 16, GL's guaranteed minimum
+
+
+def _attrib_source(q: int, dims: int) -> tuple[str, str]:
+    decls = "".join(f"attribute vec4 a_a{k};\nattribute vec4 a_b{k};\n" for k in range(q))
+    lines = []
+    for k in range(q):
+        lines.append(f"    v = a_a{k}; if (u_s != 0.0) v = mix(v, a_b{k}, u_s);")
+        lines.append(f"    pos.x += dot(v, u_frame[{k}]); pos.y += dot(v, u_frame[{q + k}]);")
+        if dims == 3:
+            lines.append(f"    pos.z += dot(v, u_frame[{2 * q + k}]);")
+    body = _read("points_attrib.vert.glsl").replace("$DECLS", decls).replace("$BODY", "\n".join(lines))
+    body = body.replace("LT_MAX_FRAME_VEC4", str(q * dims))  # VisPy needs literal array sizes
+    vert = "#version 130\n" + _read("points_common.glsl") + "\n" + body
+    return vert, "#version 130\n" + _read("points.frag.glsl")
+
+
 class ShaderPath(PointsPath):
-    """Projection in the vertex shader from per-layer float textures (see module docstring)."""
+    """Projection in the vertex shader; layer data uploaded once per layer (see module docstring).
+
+    mode "attributes" (q <= ATTRIB_MAX_Q: q vec4 vertex attributes per layer) or "texture" (any p:
+    an RGBA32F texture per layer read with texelFetch); "auto" picks attributes when they fit.
+    """
 
     name = "shader"
     vertex_file = "points_shader.vert.glsl"
 
-    def __init__(self, n, p, dims, max_texture_size, cache_bytes: int = 2 << 30):
-        super().__init__(n, p, dims, max_texture_size)
-        self.q, self.tex_w, self.tex_h = texture_layout(n, p, max_texture_size)
-        self.program["u_q"] = self.q
-        self.program["u_tex_w"] = self.tex_w
-        self.frame_tex = gloo.Texture2D(np.zeros((dims, self.q, 4), np.float32), internalformat="rgba32f",
-                                        interpolation="nearest")
-        self.program["u_frame"] = self.frame_tex
-        self._textures: OrderedDict = OrderedDict()
-        self._layer_bytes = self.tex_w * self.tex_h * 16
+    def __init__(self, n, p, dims, max_texture_size, cache_bytes: int = 2 << 30, mode: str = "auto"):
+        self.q = max(1, -(-p // 4))
+        if mode == "auto":
+            mode = "attributes" if self.q <= ATTRIB_MAX_Q else "texture"
+        if mode not in ("attributes", "texture"):
+            raise ValueError(f"shader path mode must be auto, attributes or texture, got {mode!r}")
+        if mode == "attributes" and self.q > ATTRIB_MAX_Q:
+            raise ValueError(f"p={p} needs {self.q} vec4 attributes per layer; at most {ATTRIB_MAX_Q} fit")
+        self.mode = mode
+        self._bound: tuple | None = None
+        if mode == "attributes":
+            self._init_common(n, p, dims, max_texture_size, _attrib_source(self.q, dims))
+            self._layer_bytes = n * self.q * 16
+        else:
+            self.q, self.per_row, self.tex_w, self.tex_h = texture_layout(n, p, max_texture_size)
+            self.frame_in_texture = self.q * dims > MAX_FRAME_VEC4
+            defines = ({"LT_FRAME_TEXTURE": 1} if self.frame_in_texture
+                       else {"LT_MAX_FRAME_VEC4": self.q * dims})
+            super().__init__(n, p, dims, max_texture_size, defines)
+            self.program["u_q"] = self.q
+            self.program["u_per_row"] = self.per_row
+            if self.frame_in_texture:
+                self.frame_tex = gloo.Texture2D(np.zeros((dims, self.q, 4), np.float32),
+                                                internalformat="rgba32f", interpolation="nearest")
+                self.program["u_frame_tex"] = self.frame_tex
+            self._layer_bytes = self.tex_w * self.tex_h * 16
+        self._cache: OrderedDict = OrderedDict()
         self._max_cached = max(2, cache_bytes // max(self._layer_bytes, 1))
 
-    def _texture(self, key, data) -> gloo.Texture2D:
-        if key in self._textures:
-            self._textures.move_to_end(key)
-            return self._textures[key]
+    def describe(self) -> str:
+        return "shader" if self.mode == "attributes" else "shader (texture)"
+
+    def _upload(self, key, data):
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         from engine.device import to_host
 
-        tex = gloo.Texture2D(pack_layer(to_host(data), self.max_texture_size), internalformat="rgba32f",
-                             interpolation="nearest")
-        self._textures[key] = tex
-        while len(self._textures) > self._max_cached:
-            _, old = self._textures.popitem(last=False)
+        host = to_host(data)
+        if self.mode == "texture":
+            obj = gloo.Texture2D(pack_layer(host, self.max_texture_size), internalformat="rgba32f",
+                                 interpolation="nearest")
+        else:
+            arr = np.zeros(self.n, [(f"f{k}", np.float32, 4) for k in range(self.q)])
+            flat = arr.view(np.float32).reshape(self.n, 4 * self.q)
+            flat[:, : self.p] = host
+            obj = gloo.VertexBuffer(arr)
+        self._cache[key] = obj
+        while len(self._cache) > self._max_cached:
+            _, old = self._cache.popitem(last=False)
             old.delete()
-        return tex
+        return obj
 
     def prepare(self, a_key, a, b_key, b, s, F):
-        self.program["u_data_a"] = self._texture(a_key, a)
-        self.program["u_data_b"] = self._texture(b_key, b)
+        A, B = self._upload(a_key, a), self._upload(b_key, b)
+        if self._bound != (a_key, b_key):
+            if self.mode == "texture":
+                self.program["u_data_a"] = A
+                self.program["u_data_b"] = B
+            else:
+                for k in range(self.q):
+                    self.program[f"a_a{k}"] = A[f"f{k}"]
+                    self.program[f"a_b{k}"] = B[f"f{k}"]
+            self._bound = (a_key, b_key)
         self.program["u_s"] = float(s)
-        self.frame_tex.set_data(pack_frame(F))
+        blocks = pack_frame(F)
+        if self.mode == "texture" and self.frame_in_texture:
+            self.frame_tex.set_data(blocks)
+        else:
+            self.program["u_frame"] = blocks.reshape(-1, 4)
 
     def release(self):
-        for tex in self._textures.values():
-            tex.delete()
-        self._textures.clear()
+        for obj in self._cache.values():
+            obj.delete()
+        self._cache.clear()
+        self._bound = None
 
 
 class CopyPath(PointsPath):
@@ -388,6 +463,11 @@ def choose_path(requested: str, cuda_ok: bool) -> str:
     return requested
 
 
+SHADER_MODE = "auto"  # benchmarks set "texture" to time the texture variant at small p
+
+
 def make_path(name: str, n: int, p: int, dims: int, max_texture_size: int) -> PointsPath:
-    cls = {"shader": ShaderPath, "copy": CopyPath, "cuda": CudaPath}[name]
+    if name == "shader":
+        return ShaderPath(n, p, dims, max_texture_size, mode=SHADER_MODE)
+    cls = {"copy": CopyPath, "cuda": CudaPath}[name]
     return cls(n, p, dims, max_texture_size)
