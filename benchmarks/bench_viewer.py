@@ -168,14 +168,16 @@ def main(argv=None) -> int:
             med, p95 = float(np.median(t)), float(np.percentile(t, 95))
             floor = bytes_per_frame(path, n, args.p, args.dims, args.blend) / (bw * 1e9)
             rows.append({"path": active, "blend": args.blend, "n": n, "p": args.p, "frames": len(t),
-                         "median_ms": med * 1e3, "p95_ms": p95 * 1e3, "fps": 1 / med, "floor_ms": floor * 1e3, "ratio": med / floor})
+                         "median_ms": med * 1e3, "p95_ms": p95 * 1e3, "fps": 1 / med,
+                         "floor_ms": floor * 1e3, "ratio": med / floor})
         del bundle
 
     device = dev[1] if dev is not None else platform.processor() or platform.machine()
     print(f"viewer frame time — GL renderer: {renderer}; back end {backend}; device {device}; "
           f"window {w}x{h}; HUD {'on' if args.hud else 'off'}; {'blending' if args.blend else 'steady'}; "
           f"floor bandwidth {bw:.1f} GB/s ({bw_src})")
-    print(f"{'path':<18}{'N':>12}{'frames':>8}{'median ms':>11}{'p95 ms':>9}{'fps':>8}{'floor ms':>10}{'ratio':>8}")
+    print(f"{'path':<18}{'N':>12}{'frames':>8}{'median ms':>11}{'p95 ms':>9}{'fps':>8}"
+          f"{'floor ms':>10}{'ratio':>8}")
     for r in rows:
         print(f"{r['path'][:18]:<18}{r['n']:>12,}{r['frames']:>8}{r['median_ms']:>11.2f}{r['p95_ms']:>9.2f}"
               f"{r['fps']:>8.1f}{r['floor_ms']:>10.3f}{r['ratio']:>8.1f}")
