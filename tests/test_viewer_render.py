@@ -420,3 +420,44 @@ def test_cuda_interop_path_matches_shader_path(tmp_path, rng):
             c.close()
     diff = np.abs(images["shader"] - images["cuda"])
     assert np.mean(diff > 3) < 1e-3 and diff.mean() < 0.2
+
+
+@pytest.mark.slow
+def test_long_session_keeps_gl_objects_constant_and_frames_orthonormal(tmp_path, rng):
+    """Thousands of frames with the HUD, transitions, colour changes and selections: the number of
+    live GL objects stops growing (no leak) and the tour frame stays orthonormal (no drift)."""
+    bundle, *_ = _bundle(tmp_path, rng, n=60, images=True)
+    c = _canvas(bundle, rng, size=(96, 96))
+    try:
+        c.show_hud = True
+        c.resume_tour()
+        objects = c.context.shared.parser._objects
+
+        def frames(k, start):
+            for i in range(start, start + k):
+                c.advance(1 / 60)
+                if i % 97 == 0:
+                    c.set_layer((c.layer_index + 1) % 3)
+                if i % 331 == 0:
+                    c.cycle_coloring()
+                if i % 149 == 0:
+                    c.set_selection(rng.random(bundle.n) < 0.5)
+                if i % 211 == 0:
+                    c.set_image_mode(not c.image_mode)
+                c.set_current()
+                c.on_draw(None)
+                c.context.flush_commands()
+
+        from viewer.overlay import TEXT_CACHE
+
+        cache = c.overlay._text_cache  # bounded LRU of text textures, counted separately
+
+        frames(1500, 1)
+        settled = len(objects) - len(cache)
+        frames(3000, 1501)
+        assert len(objects) - len(cache) <= settled
+        assert len(cache) <= TEXT_CACHE
+        F = c.frame
+        np.testing.assert_allclose(F.T @ F, np.eye(F.shape[1]), atol=1e-10)
+    finally:
+        c.close()

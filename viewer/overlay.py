@@ -25,6 +25,7 @@ TEXT = (0.86, 0.88, 0.92, 1.0)
 DIM = (0.55, 0.58, 0.64, 1.0)
 ACCENT = (1.0, 0.78, 0.35, 1.0)
 PANEL = (0.03, 0.035, 0.045, 0.78)
+TEXT_CACHE = 256  # rasterised strings kept as textures (least recently used are deleted)
 
 
 def _rgba(color) -> tuple[float, float, float, float]:
@@ -149,7 +150,7 @@ class Overlay:
             img = rasterize_text(s, size)
             hit = (gloo.Texture2D(img, interpolation="nearest"), img.shape[:2])
             self._text_cache[key] = hit
-            while len(self._text_cache) > 400:
+            while len(self._text_cache) > TEXT_CACHE:
                 _, (tex, _) = self._text_cache.popitem(last=False)
                 tex.delete()
         else:
