@@ -69,8 +69,10 @@ def main(argv=None) -> int:
             del arr
 
     def prefix():
-        for spec in layers:
-            for _spec, arr in record(model, inputs, [spec], backend=be, batch_size=bs, progress=False):
+        ids = [s.id for s in layers]
+        for i in range(len(layers)):  # layers[:i] skipped: the forward stops after layer i's module
+            for _spec, arr in record(model, inputs, layers[:i + 1], backend=be, batch_size=bs, progress=False,
+                                     skip=ids[:i]):
                 del arr
 
     cases = [("forward only", forward_only), ("record, one pass", one_pass), ("prefix re-runs", prefix)]
