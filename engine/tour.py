@@ -155,9 +155,21 @@ def _readonly(*arrays):
 def _principal(Fa: np.ndarray, Fz: np.ndarray, eps: float):
     """Ga, H, Va, tau (largest first, zeroed below eps) and sin(tau) before zeroing, for Fa -> Fz."""
     d = Fa.shape[1]
-    U, _, Wt = np.linalg.svd(Fa.T @ Fz)
+    U, lam, Wt = np.linalg.svd(Fa.T @ Fz)
+    W = Wt.T
+    small = lam * lam > 0.5
+    if small.any():
+        # Angles below 45 degrees: cosines near 1 barely separate the directions, so pair them again
+        # from the SVD of the part of Fz outside span(Fa), whose singular values are the sines
+        # (Knyazev & Argentati's split). Without it a tiny angle next to a zero one leaks ~1e-10.
+        Rs = Fz @ W[:, small]
+        Rs -= Fa @ (Fa.T @ Rs)
+        W[:, small] = W[:, small] @ np.linalg.svd(Rs, full_matrices=False)[2].T
+        C = Fa.T @ (Fz @ W[:, small])  # start directions: the projections, cos >= 0.7 each
+        U[:, small] = C / np.linalg.norm(C, axis=0)
+        U = _polar(U)
     Ga = Fa @ U
-    Gz = Fz @ Wt.T
+    Gz = Fz @ W
     # Part of each Gz column outside span(Fa); twice, so rounding leaves no component along Ga.
     R = Gz - Ga @ (Ga.T @ Gz)
     R -= Ga @ (Ga.T @ R)

@@ -160,6 +160,21 @@ def test_geodesic_tiny_angles_are_accurate_and_below_eps_are_zero(rng):
         assert orth_err(g.frame(0.5)) < 1e-14
 
 
+def test_geodesic_tiny_angle_beside_a_shared_direction_stays_exact(rng):
+    """Cosines 1 - theta^2/2 and 1 barely differ; pairing by cosines alone would leak ~1e-10 of
+    the tiny angle into the shared direction (then dropped as < ANGLE_EPS), missing Fz's plane."""
+    p = 15
+    for _ in range(40):
+        Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
+        theta, big = 10 ** rng.uniform(-5.9, -4), rng.uniform(0.3, 1.5)
+        Fa = Q[:, :3]
+        Fz = np.column_stack([np.cos(theta) * Q[:, 0] + np.sin(theta) * Q[:, 5], Q[:, 1],
+                              np.cos(big) * Q[:, 2] + np.sin(big) * Q[:, 6]]) @ random_rotation(3, rng)
+        g = T.geodesic(Fa, Fz)
+        assert np.abs(g.tau - [big, theta, 0.0]).max() < 1e-14
+        assert np.abs(proj(g.frame(1.0)) - proj(Fz)).max() < 1e-13
+
+
 def test_geodesic_orthogonal_planes(rng):
     Q = np.linalg.qr(rng.standard_normal((6, 6)))[0]
     g = T.geodesic(Q[:, :3], Q[:, 3:])
@@ -273,7 +288,7 @@ def test_smoothstep():
 
 @pytest.mark.parametrize("p,d", [(3, 2), (15, 2), (15, 3), (64, 3)])
 def test_tour_constant_angular_speed(rng, p, d):
-    speed, dt = rng.uniform(0.2, 2.0), 1 / 60
+    speed, dt = rng.uniform(1.0, 2.0), 1 / 60  # 600 steps cover 10-20 rad: several segments
     tour = T.GrandTour(p, d, seed=int(rng.integers(2**32)), speed=speed)
     prev, prev_seg = tour.frame.copy(), tour.segment.geodesic
     within = across = 0
@@ -290,7 +305,7 @@ def test_tour_constant_angular_speed(rng, p, d):
             assert np.abs(seg.geodesic.frame(0) - prev_seg.frame(1)).max() < 1e-14
             across += 1
         prev, prev_seg = F.copy(), seg.geodesic
-    assert within > 500 and across >= 1
+    assert within > 400 and across >= 1
 
 
 @pytest.mark.parametrize("method,p,d", [("geodesic", 15, 2), ("torus", 6, 3)])
