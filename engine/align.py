@@ -167,17 +167,20 @@ def _moments(cols_a: list, cols_b: list, xp, grams: bool = False) -> _Moments:
         u += ones @ a
         v += ones @ b
         cross += a.T @ b
-        sq_a += xp.einsum("ij,ij->j", a, a)
-        sq_b += xp.einsum("ij,ij->j", b, b)
         if grams:
             ga += a.T @ a
             gb += b.T @ b
+        else:
+            sq_a += xp.einsum("ij,ij->j", a, a)
+            sq_b += xp.einsum("ij,ij->j", b, b)
     cross -= xp.outer(u, v) / n
-    sq_a -= u * u / n
-    sq_b -= v * v / n
-    if grams:
+    if grams:  # the sums of squares are the Grams' diagonals
         ga -= xp.outer(u, u) / n
         gb -= xp.outer(v, v) / n
+        sq_a, sq_b = xp.diagonal(ga).copy(), xp.diagonal(gb).copy()
+    else:
+        sq_a -= u * u / n
+        sq_b -= v * v / n
     return _Moments(shift_a + u / n, shift_b + v / n, cross, sq_a, sq_b, ga, gb)
 
 
