@@ -33,7 +33,9 @@ def ensure_backend(prefer: str | None = None) -> str:
     if _default_app.default_app is not None:
         return _default_app.default_app.backend_name.lower()
     name = prefer or ("glfw" if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") else "egl")
-    if name == "egl":
+    if name == "egl" and not Path("/proc/driver/nvidia").exists():
+        # Mesa needs the surfaceless platform without a display; NVIDIA's EGL picks its device
+        # platform for the default display by itself
         os.environ.setdefault("EGL_PLATFORM", "surfaceless")
     vispy.use(app=name)
     return name
