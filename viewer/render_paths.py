@@ -421,21 +421,37 @@ class CudaPath(CopyPath):
         import kernels
 
         stream = cp.cuda.get_current_stream()
+        need = self.n * self.dims * 4
         try:
             ptr, size = self._interop.map(stream.ptr)
         except InteropError as exc:
-            self.failed = self.fallback_reason = str(exc)
-            log.warning("CUDA-GL interop map failed (%s): using the copy path", exc)
-            return CopyPath.prepare(self, a_key, a, b_key, b, s, F)
+            return self._give_up(exc, a_key, a, b_key, b, s, F)
+        error = None
         try:
-            if size < self.n * self.dims * 4:
-                raise InteropError(f"mapped buffer has {size} bytes, need {self.n * self.dims * 4}")
+            if size < need:
+                raise InteropError(f"mapped buffer has {size} bytes, need {need}")
             mem = cp.cuda.UnownedMemory(ptr, size, self)
             out = cp.ndarray((self.n * self.dims,), cp.float32, cp.cuda.MemoryPointer(mem, 0))
-            kernels.project(a, b, float(s), cp.asarray(np.asarray(F, np.float64)), out=out,
-                            stride=self.dims, offset=0)
+            # the kernel runs on `stream`, the stream the buffer is mapped on; unmap orders GL after it
+            kernels.project(a, b, float(s), np.asarray(F, np.float64), out=out, stride=self.dims, offset=0)
+        except InteropError as exc:
+            error = exc
         finally:
-            self._interop.unmap()
+            try:
+                self._interop.unmap()
+            except InteropError as exc:
+                error = error or exc
+        if error is not None:
+            self._give_up(error, a_key, a, b_key, b, s, F)
+
+    def _give_up(self, exc, a_key, a, b_key, b, s, F) -> None:
+        """Interop broke mid-session: say so, stop using it, draw this frame through the copy path."""
+        self.failed = self.fallback_reason = str(exc)
+        log.warning("CUDA-GL interop failed (%s): using the copy path", exc)
+        if self._interop is not None:
+            self._interop.close()
+            self._interop = None
+        CopyPath.prepare(self, a_key, a, b_key, b, s, F)
 
     def describe(self):
         if self.failed is not None:
