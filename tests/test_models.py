@@ -128,3 +128,17 @@ def test_preset_ids_keep_their_names(googlenet):
                                              ("20-Softmax", "softmax")]
     with pytest.raises(ValueError, match="lacks the preset's modules"):
         resolve_layers(Net(), "study", "googlenet")
+
+
+def test_stage_modules_import_cheaply():
+    """Importing the recording/embedding modules loads no torch, CuPy, umap-learn or scikit-learn."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = "('torch', 'torchvision', 'cupy', 'umap', 'sklearn', 'cuml')"
+    code = ("import sys, engine.models, engine.inputs, engine.activations, engine.embed; "
+            f"print(sorted(m for m in {heavy} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.stdout.strip() == "[]"
