@@ -66,6 +66,8 @@ def test_atlas_budget_caps_images_and_says_how_many(rng):
 
 def test_choose_path():
     assert render_paths.choose_path("auto", cuda_ok=True) == "cuda"
+    assert render_paths.choose_path("auto", cuda_ok=True, gl_vendor="NVIDIA Corporation") == "cuda"
+    assert render_paths.choose_path("auto", cuda_ok=True, gl_vendor="Mesa") == "copy"
     assert render_paths.choose_path("auto", cuda_ok=False) == "shader"
     assert render_paths.choose_path("copy", cuda_ok=False) == "copy"
     with pytest.raises(ValueError, match="needs CuPy"):

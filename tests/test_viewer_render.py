@@ -108,7 +108,7 @@ def test_class_colours_at_computed_positions(tmp_path, rng, path):
 def test_shader_path_variants_and_uncapped_p(tmp_path, rng, monkeypatch, p, mode):
     """p is not capped: beyond 7 vec4 attributes the layer data go through a float texture."""
     from viewer import render_paths
-    from viewer.canvas import POINT_ALPHA
+    from viewer.canvas import MARGIN, POINT_ALPHA
 
     if p <= 28:
         monkeypatch.setattr(render_paths, "SHADER_MODE", mode)
@@ -116,11 +116,12 @@ def test_shader_path_variants_and_uncapped_p(tmp_path, rng, monkeypatch, p, mode
     c = _canvas(bundle, rng)
     try:
         assert c._path.mode == mode
-        c.zoom = np.sqrt(p / 6)  # the view radius grows with the p-D norm: keep the 2-D spread on screen
         c.set_layer(1, animate=True)
         c.advance(0.3)
         s = c.transition[2]
         ref = ((1 - s) * data[0] + s * data[1]) @ c.frame
+        # the view radius follows the p-D norm; zoom so the 2-D spread fills the window
+        c.zoom = 0.9 * MARGIN * c.extent() / np.abs(ref).max()
         px = c.data_to_pixels(ref)
         img = c.render()
         idx = _isolated(px, c.size, 3 * c.point_size())

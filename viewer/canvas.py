@@ -84,8 +84,7 @@ class TourCanvas(app.Canvas):
             raise ValueError(f"bundle {bundle.path}: model {model!r} has no layers")
         self.layer_index = 0 if layer is None else int(self.model.layer(layer).index)
         self.backend = resolve(device)
-        self.render_path_name = choose_path(render_path, self.backend.is_cuda)
-        self._data_xp = self.backend.xp if self.render_path_name in ("cuda", "copy") else np
+        choose_path(render_path, self.backend.is_cuda)  # fail early on a bad choice, before a window
         self.dims = dims
         self._seed = seed
         self._layer_cache: OrderedDict = OrderedDict()
@@ -99,6 +98,9 @@ class TourCanvas(app.Canvas):
 
         self.max_texture_size = int(gl.glGetParameter(gl.GL_MAX_TEXTURE_SIZE))
         self.gl_renderer = str(gl.glGetParameter(gl.GL_RENDERER))
+        vendor = str(gl.glGetParameter(gl.GL_VENDOR))
+        self.render_path_name = choose_path(render_path, self.backend.is_cuda, vendor)
+        self._data_xp = self.backend.xp if self.render_path_name in ("cuda", "copy") else np
 
         from engine.tour import GrandTour
 

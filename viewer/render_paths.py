@@ -464,16 +464,19 @@ class CudaPath(CopyPath):
             self._interop = None
 
 
-def choose_path(requested: str, cuda_ok: bool) -> str:
-    """Resolve ``--render-path``: auto -> cuda when CuPy has a device, else shader.
-
-    ("copy" on CuPy is what the cuda path itself degrades to when interop fails.) Raises ValueError
-    for an unknown name and for "cuda" without a CUDA device.
+def choose_path(requested: str, cuda_ok: bool, gl_vendor: str | None = None) -> str:
+    """Resolve ``--render-path``: auto -> cuda when CuPy has a device and the GL context is
+    NVIDIA's (interop can only register there), copy on CuPy when the GL is someone else's
+    (Mesa, remote X), else shader. ``gl_vendor`` None means unknown (cuda is tried; it degrades to
+    copy by itself if registration fails). Raises ValueError for an unknown name and for "cuda"
+    without a CUDA device.
     """
     if requested not in (*PATHS, "auto"):
         raise ValueError(f"render path {requested!r} is not one of auto, {', '.join(PATHS)}")
     if requested == "auto":
-        return "cuda" if cuda_ok else "shader"
+        if not cuda_ok:
+            return "shader"
+        return "cuda" if gl_vendor is None or "nvidia" in gl_vendor.lower() else "copy"
     if requested == "cuda" and not cuda_ok:
         raise ValueError("--render-path cuda needs CuPy and a CUDA device (none usable here)")
     return requested
