@@ -439,3 +439,29 @@ def test_long_session_keeps_gl_objects_constant_and_frames_orthonormal(tmp_path,
         np.testing.assert_allclose(F.T @ F, np.eye(F.shape[1]), atol=1e-10)
     finally:
         c.close()
+
+
+def test_running_timer_transition_then_close(tmp_path, rng):
+    """With the wall-clock timer running: j starts a transition that the timer advances; closing
+    the window in the middle stops the timer and nothing fires afterwards."""
+    import time
+
+    from vispy import app
+    from vispy.util import keys
+
+    from viewer.canvas import TourCanvas
+
+    bundle, *_ = _bundle(tmp_path, rng)
+    c = TourCanvas(bundle, size=(200, 160), show=False, animate=True)
+    c.events.key_press(key=keys.Key("J"), text="j")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.25:
+        app.process_events()
+    assert c.transition is not None and 0.0 < c.transition[2] < 1.0
+    frame_before = c.frame.copy()
+    c.close()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.15:
+        app.process_events()
+    assert c._timer is None
+    np.testing.assert_array_equal(c.frame, frame_before)  # the tour no longer advances
