@@ -5,7 +5,8 @@ of ``cell x cell`` pixels (32 for bundle images); point i lives in atlas ``i // 
 ``i % per_atlas`` (row-major). Atlases are allocated one after the other until every image is in,
 or until the GPU memory budget is reached (NVIDIA's ``GL_NVX_gpu_memory_info`` or ATI's
 ``GL_ATI_meminfo`` when the driver has one, else an explicit budget); the points beyond are drawn
-as dots and the canvas says so. ``plan_atlases`` and ``pack_atlas`` are pure host functions; only
+as dots and the canvas says so. Where the driver reports nothing (Mesa), each upload is checked
+for GL_OUT_OF_MEMORY instead. ``plan_atlases`` and ``pack_atlas`` are pure host functions; only
 :func:`upload_atlases` touches GL (context current).
 """
 
@@ -20,6 +21,7 @@ log = logging.getLogger("layertour.viewer")
 
 GL_GPU_MEM_INFO_CURRENT_AVAILABLE_MEM_NVX = 0x9049
 GL_TEXTURE_FREE_MEMORY_ATI = 0x87FC
+GL_OUT_OF_MEMORY = 0x0505
 HEADROOM = 0.5  # use at most this share of the free GPU memory the driver reports
 
 
@@ -94,14 +96,32 @@ def free_gpu_memory_bytes() -> int | None:
     return None
 
 
-def upload_atlases(images, plan: AtlasPlan) -> list:
-    """Build and upload the planned atlases; returns gloo Texture2D objects (context current)."""
+def upload_atlases(images, plan: AtlasPlan, flush=None) -> tuple[list, AtlasPlan]:
+    """Build and upload the planned atlases (GL context current). Returns (gloo Texture2D list,
+    the plan actually achieved).
+
+    flush : callable that executes VisPy's queued GL commands (``canvas.context.flush_commands``);
+    with it each atlas is checked for GL_OUT_OF_MEMORY right after its upload, and the upload
+    stops there (the remaining images are drawn as dots), so no fixed cap is needed even where the
+    driver does not report free memory.
+    """
+    from dataclasses import replace
+
     from vispy import gloo
+    from vispy.gloo import gl
 
     textures = []
     for k in range(plan.n_atlases):
-        textures.append(gloo.Texture2D(pack_atlas(images, plan, k), interpolation="linear",
-                                       wrapping="clamp_to_edge"))
+        tex = gloo.Texture2D(pack_atlas(images, plan, k), interpolation="nearest", wrapping="clamp_to_edge")
+        if flush is not None:
+            flush()
+            if gl.glGetError() == GL_OUT_OF_MEMORY:
+                tex.delete()
+                flush()
+                log.warning("image mode: GPU memory full after %d atlas(es)", k)
+                plan = replace(plan, n_atlases=k, n_loaded=min(plan.n_total, k * plan.per_atlas))
+                break
+        textures.append(tex)
     log.info("image mode: %d atlas(es) of %dpx, %d of %d images", plan.n_atlases, plan.side,
              plan.n_loaded, plan.n_total)
-    return textures
+    return textures, plan

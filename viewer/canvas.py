@@ -501,8 +501,9 @@ class TourCanvas(app.Canvas):
             free = free_gpu_memory_bytes()
             budget = None if free is None else int(free * HEADROOM)
             plan = plan_atlases(len(imgs), int(imgs.shape[1]), self.max_texture_size, budget)
+            self.set_current()
+            self._atlases, plan = upload_atlases(imgs, plan, flush=self.context.flush_commands)
             self._atlas_plan = plan
-            self._atlases = upload_atlases(imgs, plan)
             self._index_buffers = []
             for k in range(plan.n_atlases):
                 lo = k * plan.per_atlas
