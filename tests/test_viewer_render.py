@@ -465,3 +465,67 @@ def test_running_timer_transition_then_close(tmp_path, rng):
         app.process_events()
     assert c._timer is None
     np.testing.assert_array_equal(c.frame, frame_before)  # the tour no longer advances
+
+
+def test_every_v1_key_does_its_job_with_the_controllers_installed(tmp_path, rng):
+    from vispy import app
+    from vispy.util import keys
+
+    from viewer import controllers
+    from viewer.canvas import V1_HELP, TourCanvas
+
+    bundle, *_ = _bundle(tmp_path, rng, images=True)
+    c = TourCanvas(bundle, size=(320, 260), show=False, animate=True)
+    try:
+        controllers.install(c)
+        c._screenshot_dir = tmp_path
+
+        def key(name, text=""):
+            c.events.key_press(key=keys.Key(name), text=text)
+            app.process_events()
+            c.render()
+
+        assert c.tour.playing
+        key("Space", " ")
+        assert not c.tour.playing
+        key("Space", " ")
+        assert c.tour.playing
+        speed = c.tour.speed
+        key("+", "+")
+        assert c.tour.speed == pytest.approx(speed * 1.25)
+        key("-", "-")
+        assert c.tour.speed == pytest.approx(speed)
+        c.advance(3.0)
+        before = c.frame.copy()
+        key("Backspace")
+        assert not c.tour.playing and not np.allclose(c.frame, before)
+        names = [c.coloring.name]
+        for _ in range(len(c.color_options)):
+            key("C", "c")
+            names.append(c.coloring.name)
+        assert names[-1] == names[0] and set(names) == set(c.color_options)
+        key("I", "i")
+        assert c.image_mode
+        key("I", "i")
+        assert not c.image_mode
+        key("3", "3")
+        assert c.dims == 3 and c.frame.shape == (c.p, 3)
+        key("3", "3")
+        assert c.dims == 2 and c.frame.shape == (c.p, 2)
+        key("Question", "?")
+        shown = dict(c.help_entries)
+        assert c.show_help and {k for k, _ in V1_HELP} <= set(shown)
+        assert {"b", "l", "d", "v"} <= set(shown)  # the controllers' keys are listed too
+        key("H", "h")
+        assert not c.show_hud
+        key("S", "s")
+        assert len(list(tmp_path.glob("*.png"))) == 1
+        c.events.mouse_wheel(pos=(100, 100), delta=(0, -3))
+        assert c.zoom < 1
+        key("R", "r")
+        assert c.zoom == 1
+        c.events.key_press(key=keys.Key("Q"), text="q")
+        app.process_events()
+        assert c._timer is None
+    finally:
+        c.close()
