@@ -115,12 +115,16 @@ def _mean64(A, xp):
     return total / A.shape[0]
 
 
-def _fill64(cols, s: int, e: int, shift, xp):
-    """Rows ``s:e`` of the column blocks ``cols`` side by side, minus ``shift``: fresh float64."""
-    if len(cols) == 1:
+def _fill64(cols, s: int, e: int, shift, buf, xp):
+    """Rows ``s:e`` of the column blocks ``cols`` side by side, minus ``shift``, as float64.
+
+    Written into ``buf[: e - s]`` (a float64 scratch reused across chunks, so its pages are touched
+    once) when given, else into a fresh array (a single block: one cast copy).
+    """
+    if buf is None:
         out = xp.array(cols[0][s:e], dtype=xp.float64)
     else:
-        out = xp.empty((e - s, shift.shape[0]), dtype=xp.float64)
+        out = buf[: e - s]
         j = 0
         for c in cols:
             out[:, j : j + c.shape[1]] = xp.asarray(c[s:e])
@@ -158,11 +162,13 @@ def _moments(cols_a: list, cols_b: list, xp, grams: bool = False) -> _Moments:
     sq_a, sq_b = xp.zeros(wa, dtype=xp.float64), xp.zeros(wb, dtype=xp.float64)
     ga = xp.zeros((wa, wa), dtype=xp.float64) if grams else None
     gb = xp.zeros((wb, wb), dtype=xp.float64) if grams else None
-    step = _chunk_rows(wa + wb)
+    step = min(n, _chunk_rows(wa + wb))
+    buf_a = xp.empty((step, wa), dtype=xp.float64) if len(cols_a) > 1 else None
+    buf_b = xp.empty((step, wb), dtype=xp.float64) if len(cols_b) > 1 else None
     for s in range(0, n, step):
         e = min(n, s + step)
-        a = _fill64(cols_a, s, e, shift_a, xp)
-        b = _fill64(cols_b, s, e, shift_b, xp)
+        a = _fill64(cols_a, s, e, shift_a, buf_a, xp)
+        b = _fill64(cols_b, s, e, shift_b, buf_b, xp)
         ones = _ones(e - s, xp)
         u += ones @ a
         v += ones @ b
