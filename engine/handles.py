@@ -1,33 +1,78 @@
-"""Direct manipulation of a tour frame: drag a data handle or an axis handle under the cursor.
+"""Frames and their direct manipulation: orthonormalisation, random frames, and dragging a data
+handle or an axis handle under the cursor.
 
 Pure float64 NumPy on small matrices (host). A *frame* is a (p, d) matrix with orthonormal columns;
 the picture of data X (N, p) is X @ frame, so the projection of a p-vector ``point`` is
 ``point @ frame`` (a d-vector) and the projection of the basis vector e_i is row i of the frame.
 
-Both functions return a new orthonormal (p, d) float64 frame and leave their inputs untouched.
-They are re-exported by :mod:`engine.tour`; the tour continues from the returned frame through
-``GrandTour.set_frame``. This module imports nothing from the rest of the engine.
+The drags return a new orthonormal (p, d) float64 frame and leave their inputs untouched; the tour
+continues from it through ``GrandTour.set_frame``. Everything public here is re-exported by
+:mod:`engine.tour`. This module imports nothing from the rest of the engine.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["drag_handle", "drag_axis"]
+__all__ = ["drag_axis", "drag_handle", "is_orthonormal", "orthonormalize", "random_frame"]
+
+
+def _frame_arg(F, name: str, func: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    a = np.asarray(F, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 1 or a.shape[0] < a.shape[1]:
+        raise ValueError(f"{func}: {name} must be a (p, d) array with p >= d >= 1, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{func}: {name} has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{func}: {name} contains NaN or infinite values")
+    return a
+
+
+def _qr_frame(F: np.ndarray, name: str, func: str) -> np.ndarray:
+    Q, R = np.linalg.qr(F)
+    diag = R.diagonal()
+    if np.min(np.abs(diag)) <= 1e-12 * max(np.max(np.abs(diag)), 1e-300):
+        raise ValueError(f"{func}: {name} has linearly dependent columns (shape {F.shape})")
+    return Q * np.where(diag < 0, -1.0, 1.0)
+
+
+def orthonormalize(F) -> np.ndarray:
+    """Orthonormal basis of span(F) with the same orientation: F (p, d) -> (p, d) float64, host.
+
+    Householder QR with signs fixed so that R has a positive diagonal: this is Gram-Schmidt in
+    exact arithmetic, orthonormal to rounding (~1e-16) in floating point, and it returns an already
+    orthonormal F unchanged to rounding. Raises ValueError for a bad shape, NaN/inf, or dependent
+    columns.
+    """
+    return _qr_frame(_frame_arg(F, "F", "orthonormalize"), "F", "orthonormalize")
+
+
+def is_orthonormal(F, tol: float = 1e-12) -> bool:
+    """True when the (p, d) array F has max |F^T F - I| <= tol."""
+    F = _frame_arg(F, "F", "is_orthonormal")
+    return bool(np.max(np.abs(F.T @ F - np.eye(F.shape[1]))) <= tol)
+
+
+def _dims(p, d, func: str, strict: bool = False) -> tuple[int, int]:
+    for name, v in (("p", p), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{func}: {name} must be a positive integer, got {v!r}")
+    if p < d or (strict and p == d):
+        rel = ">" if strict else ">="
+        raise ValueError(f"{func}: need p {rel} d, got p={p}, d={d}")
+    return int(p), int(d)
+
+
+def random_frame(p: int, d: int, rng=None) -> np.ndarray:
+    """A uniformly random (Haar) orthonormal (p, d) float64 frame; ``rng``: Generator, seed or None."""
+    p, d = _dims(p, d, "random_frame")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return _qr_frame(gen.standard_normal((p, d)), "F", "random_frame")
 
 
 def _frame(frame, func: str) -> np.ndarray:
     """``frame`` as a (p, d) float64 array with orthonormal columns (QR with a sign fix)."""
-    F = np.asarray(frame, dtype=np.float64)
-    if F.ndim != 2 or F.shape[1] < 1 or F.shape[0] < F.shape[1]:
-        raise ValueError(f"{func}: frame must be a (p, d) array with p >= d >= 1, got shape {F.shape}")
-    if not np.all(np.isfinite(F)):
-        raise ValueError(f"{func}: frame contains NaN or infinite values")
-    Q, R = np.linalg.qr(F)
-    diag = R.diagonal()
-    if np.min(np.abs(diag)) <= 1e-12 * max(np.max(np.abs(diag)), 1e-300):
-        raise ValueError(f"{func}: frame has linearly dependent columns (shape {F.shape})")
-    return Q * np.where(diag < 0, -1.0, 1.0)
+    return _qr_frame(_frame_arg(frame, "frame", func), "frame", func)
 
 
 def _vector(v, n: int, name: str, func: str) -> np.ndarray:

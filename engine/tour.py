@@ -4,7 +4,7 @@ Everything here is float64 NumPy on the host; matrices are p x d with p <= 64 or
 A *frame* F is a (p, d) matrix with orthonormal columns; the picture of data X (N, p) is X @ F.
 Only the frame (or one geodesic segment's parameters) crosses to the device, in ``kernels``.
 
-- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics.
+- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics (from :mod:`engine.handles`).
 - ``geodesic(Fa, Fz) -> Geodesic``: Buja et al.'s geodesic interpolation between two planes (as
   the R package tourr does it), with principal angles from atan2 instead of acos.
 - ``GrandTour``: the running tour (geodesic or torus method), pausable, scrubbable, serialisable.
@@ -19,7 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.handles import _completion, drag_axis, drag_handle
+from engine.handles import (  # frame basics live there so that module stands alone
+    _completion,
+    _dims,
+    _frame_arg,
+    _qr_frame,
+    drag_axis,
+    drag_handle,
+    is_orthonormal,
+    orthonormalize,
+    random_frame,
+)
 
 __all__ = [
     "ANGLE_EPS", "HISTORY_LIMIT", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
@@ -30,59 +40,6 @@ ANGLE_EPS = 1e-6        # principal angles below this are treated as 0 (tourr's 
 _VIEW_EPS = 1e-13       # view_path keeps every resolvable angle so that it ends exactly on Fz
 MIN_SEGMENT = 1e-3      # a random target closer than this (radians) is redrawn, up to 10 times
 HISTORY_LIMIT = 128     # finished path pieces kept for rewind()
-
-
-def _frame_arg(F, name: str, func: str, shape: tuple[int, int] | None = None) -> np.ndarray:
-    a = np.asarray(F, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] < 1 or a.shape[0] < a.shape[1]:
-        raise ValueError(f"{func}: {name} must be a (p, d) array with p >= d >= 1, got shape {a.shape}")
-    if shape is not None and a.shape != shape:
-        raise ValueError(f"{func}: {name} has shape {a.shape}, expected {shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{func}: {name} contains NaN or infinite values")
-    return a
-
-
-def _qr_frame(F: np.ndarray, name: str, func: str) -> np.ndarray:
-    Q, R = np.linalg.qr(F)
-    diag = R.diagonal()
-    if np.min(np.abs(diag)) <= 1e-12 * max(np.max(np.abs(diag)), 1e-300):
-        raise ValueError(f"{func}: {name} has linearly dependent columns (shape {F.shape})")
-    return Q * np.where(diag < 0, -1.0, 1.0)
-
-
-def orthonormalize(F) -> np.ndarray:
-    """Orthonormal basis of span(F) with the same orientation: F (p, d) -> (p, d) float64, host.
-
-    Householder QR with signs fixed so that R has a positive diagonal: this is Gram-Schmidt in
-    exact arithmetic, orthonormal to rounding (~1e-16) in floating point, and it returns an already
-    orthonormal F unchanged to rounding. Raises ValueError for a bad shape, NaN/inf, or dependent
-    columns.
-    """
-    return _qr_frame(_frame_arg(F, "F", "orthonormalize"), "F", "orthonormalize")
-
-
-def is_orthonormal(F, tol: float = 1e-12) -> bool:
-    """True when the (p, d) array F has max |F^T F - I| <= tol."""
-    F = _frame_arg(F, "F", "is_orthonormal")
-    return bool(np.max(np.abs(F.T @ F - np.eye(F.shape[1]))) <= tol)
-
-
-def _dims(p, d, func: str, strict: bool = False) -> tuple[int, int]:
-    for name, v in (("p", p), ("d", d)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{func}: {name} must be a positive integer, got {v!r}")
-    if p < d or (strict and p == d):
-        rel = ">" if strict else ">="
-        raise ValueError(f"{func}: need p {rel} d, got p={p}, d={d}")
-    return int(p), int(d)
-
-
-def random_frame(p: int, d: int, rng=None) -> np.ndarray:
-    """A uniformly random (Haar) orthonormal (p, d) float64 frame; ``rng``: Generator, seed or None."""
-    p, d = _dims(p, d, "random_frame")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return _qr_frame(gen.standard_normal((p, d)), "F", "random_frame")
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,7 +27,8 @@ def inside_target(c_norm, d, rng, fraction=None):
 
 
 def test_reexported_from_tour():
-    assert tour.drag_handle is handles.drag_handle and tour.drag_axis is handles.drag_axis
+    for name in handles.__all__:
+        assert getattr(tour, name) is getattr(handles, name)
 
 
 # ------------------------------------------------------------------------------------ data handle
