@@ -272,8 +272,8 @@ class _Torus:
     """The torus method's rotation T(clock), a fixed ordered product of all p(p-1)/2 Givens rotations.
 
     The pairs are scheduled in rounds of disjoint pairs (round-robin), so each round is one sparse
-    p x p matrix built in a single vectorised write; the rounds are multiplied as a balanced tree.
-    T is rebuilt from the identity at every call, so nothing accumulates over time.
+    p x p matrix built in a single vectorised write; then the rounds are multiplied. T is rebuilt
+    from the identity at every call, so nothing accumulates over time.
     """
 
     def __init__(self, p: int, rates: np.ndarray):
@@ -294,16 +294,26 @@ class _Torus:
         self.iw = 1j * np.concatenate([w, -w])
         flat = lambda i, j: ((r * p + i) * p + j).ravel()  # noqa: E731
         self.idx = np.stack([np.r_[flat(a, a), flat(b, b)], np.r_[flat(b, a), flat(a, b)]], 1).ravel()
+        self.rounds = len(rounds)
         size = 1 << max(len(rounds) - 1, 0).bit_length()  # padded with identities to a power of 2
         self.M = np.broadcast_to(np.eye(p), (size, p, p)).copy()  # entries off the pairs stay I
 
-    def rotation(self, clock: float) -> np.ndarray:
-        """(p, p) float64 T(clock); costs about log2(p) batched p x p products (O(p^4) flops)."""
+    def columns(self, clock: float, d: int) -> np.ndarray:
+        """(p, d) float64: the first d columns of T(clock).
+
+        Up to p = 16 the rounds are multiplied as a balanced tree of batched p x p products (few
+        NumPy calls, O(p^4) flops); beyond, right to left onto the d columns (one call per round,
+        O(p^3 d) flops), which is cheaper there (bench_tour_math.py measures both regimes)."""
         M = self.M
         np.put(M, self.idx, np.exp(self.iw * clock).view(np.float64))
-        while len(M) > 1:  # balanced product tree, order kept: (M0 M1)(M2 M3)...
+        if self.rounds > 16:
+            X = M[self.rounds - 1][:, :d]
+            for r in range(self.rounds - 2, -1, -1):
+                X = M[r] @ X
+            return X
+        while len(M) > 1:  # order kept: (M0 M1)(M2 M3)...
             M = M[0::2] @ M[1::2]
-        return M[0]
+        return M[0][:, :d]
 
 
 class _TorusPath:
@@ -315,7 +325,7 @@ class _TorusPath:
         self.base, self.torus, self.d = base, torus, d
 
     def frame_at(self, clock: float) -> np.ndarray:
-        return self.base @ self.torus.rotation(clock)[:, : self.d]
+        return self.base @ self.torus.columns(clock, self.d)
 
     def to_json(self) -> dict:
         return {"base": self.base.tolist()}

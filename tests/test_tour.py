@@ -450,3 +450,36 @@ def test_geodesic_and_view_path_beyond_three_dimensions(rng, p, d):
     check_geodesic(Fa, Fz, T.geodesic(Fa, Fz))
     check_view(Fa, Fz, T.view_path(Fa, Fz))
     check_view(Fa, -Fa, T.view_path(Fa, -Fa))
+
+
+def givens_product_columns(p, d, rates, clock):
+    """Reference T(clock)[:, :d]: plain loops over the round-robin rounds (circle method), each
+    Givens rotation R_ij(w t) acting on rows i < j as [[c, -s], [s, c]], rounds multiplied left to
+    right. Rotations inside a round touch disjoint rows, so their order there does not matter."""
+    n = p + p % 2
+    ring = list(range(n))
+    pair_rate = dict(zip(zip(*np.triu_indices(p, 1)), rates))
+    T_ = np.eye(p)
+    for _ in range(n - 1):
+        Mr = np.eye(p)
+        for k in range(n // 2):
+            i, j = sorted((ring[k], ring[n - 1 - k]))
+            if j < p:
+                c, s = np.cos(pair_rate[(i, j)] * clock), np.sin(pair_rate[(i, j)] * clock)
+                Mr[i, i], Mr[i, j], Mr[j, i], Mr[j, j] = c, -s, s, c
+        T_ = T_ @ Mr
+        ring = [ring[0], ring[-1], *ring[1:-1]]
+    return T_[:, :d]
+
+
+@pytest.mark.parametrize("p,d", [(3, 2), (6, 3), (15, 2), (17, 2), (18, 3), (40, 2)])
+def test_torus_frame_is_the_givens_product(rng, p, d):
+    """Both evaluation strategies (product tree up to p = 16, right-to-left beyond) against loops."""
+    tour = T.GrandTour(p, d, seed=int(rng.integers(2**32)), speed=1.0, method="torus")
+    rates = np.asarray(tour.state()["rates"])
+    clock = 0.0
+    for dt in rng.uniform(0, 30, 5):
+        clock += dt
+        F = tour.step(dt)
+        assert np.abs(F - givens_product_columns(p, d, rates, clock)).max() < 1e-12
+        assert orth_err(F) < 1e-13
