@@ -54,9 +54,7 @@ def view(args) -> int:
     state = _state(args)
     model = args.model or (state["model"] if state else None)
     if getattr(args, "compare", None):
-        model = model or args.compare[0]
-        log.warning("--compare: side-by-side panels are not implemented; showing %s (press m to switch "
-                    "models)", model)
+        return _view_compare(args, bundle, app)
     try:
         canvas = TourCanvas(bundle, model=model, layer=args.layer, dims=args.dims, color=args.color,
                             render_path=args.render_path, seed=args.seed, show=True)
@@ -70,17 +68,59 @@ def view(args) -> int:
     return 0
 
 
+def _view_compare(args, bundle, app) -> int:
+    """The side-by-side window for ``--compare A B`` (--layer sets both views' layer index)."""
+    from viewer.compare import CompareCanvas
+
+    if getattr(args, "state", None) is not None:
+        raise _cli_error()("--state applies to the single-model view; it cannot be combined with --compare")
+    a, b = args.compare
+    try:
+        canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
+                               dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
+                               show=True)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise _cli_error()(f"--compare {a} {b}: {str(exc).strip(chr(39) + chr(34))}") from exc
+    canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
+    app.run()
+    return 0
+
+
+def _layer_b(bundle, a, b, layer):
+    """--layer for model B: B's layer with that id or name when it has one, else the position of
+    A's layer ``layer`` (clamped to B's depth); None stays None. Unknown models are left to the
+    canvas, which names them."""
+    if layer is None or a not in bundle.models or b not in bundle.models:
+        return layer
+    mb = bundle.models[b]
+    try:
+        return mb.layer(layer).index
+    except KeyError:
+        return min(bundle.models[a].layer(layer).index, len(mb.layers) - 1)
+
+
 def render(args) -> int:
     """Render the tour headless to ``args.out`` (PNG, GIF or MP4); prints the path written."""
-    from viewer.headless import parse_size, render_tour
+    from viewer.headless import parse_size, render_compare, render_tour
 
     try:
         size = parse_size(args.size)
         bundle = _load(args)
         state = _state(args)
-        out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size, frames=args.frames,
-                          fps=args.fps, state=state, dims=args.dims, color=args.color,
-                          render_path=args.render_path, seed=args.seed)
+        compare = getattr(args, "compare", None)
+        if compare:
+            if state is not None:
+                raise ValueError("--state applies to the single-model view, not to --compare")
+            if args.size == "800x800":  # the parser's default: give each model an 800x800 half
+                size = (1600, 800)
+            out = render_compare(bundle, args.out, compare[0], compare[1], layer_a=args.layer,
+                                 layer_b=_layer_b(bundle, *compare, args.layer), size=size,
+                                 frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
+                                 render_path=args.render_path, seed=args.seed)
+        else:
+            out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size,
+                              frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
+                              render_path=args.render_path, seed=args.seed)
     except (KeyError, ValueError, IndexError) as exc:
         raise _cli_error()(str(exc).strip("'\"")) from exc
     print(f"wrote {out}")

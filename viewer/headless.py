@@ -70,6 +70,60 @@ def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
                 wr.append_data(f)
 
 
+def _check_out(out: Path, frames: int, fps: int) -> None:
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
+    if frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {frames}")
+    if fps < 1:
+        raise ValueError(f"--fps must be >= 1, got {fps}")
+    if out.suffix.lower() == ".png" and frames > 1:
+        raise ValueError(f"--out {out}: a PNG holds one frame; use .gif or .mp4 for --frames {frames}")
+
+
+def _capture(canvas, out: Path, frames: int, fps: int) -> None:
+    images = []
+    for i in range(frames):
+        if i:
+            canvas.advance(1.0 / fps)
+        images.append(np.ascontiguousarray(canvas.render()[..., :3]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write(out, images, fps)
+
+
+def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, size=(1600, 800),
+                   frames: int = 1, fps: int = 30, dims: int = 2, color=None, render_path: str = "auto",
+                   seed: int = 0, device: str = "auto", hud: bool = True, heatmap: bool = True,
+                   warmup: float = 0.0) -> Path:
+    """Render models ``a`` and ``b`` of ``bundle`` side by side (:class:`viewer.compare.CompareCanvas`:
+    one tour, B aligned to A, the similarity heat map unless ``heatmap=False``) to ``out``.
+
+    Arguments as for :func:`render_tour`; ``size`` is the whole window (each model gets half).
+    """
+    out = Path(out)
+    _check_out(out, frames, fps)
+    ensure_backend()
+    from engine import load_bundle
+    from viewer.compare import CompareCanvas
+
+    if not hasattr(bundle, "models"):
+        bundle = load_bundle(bundle)
+    canvas = CompareCanvas(bundle, a, b, layer_a=layer_a, layer_b=layer_b, dims=dims, color=color,
+                           render_path=render_path, seed=seed, size=tuple(size), show=False, animate=False,
+                           device=device, controllers=False)
+    try:
+        canvas.show_hud = hud
+        canvas.show_heatmap = heatmap
+        if warmup > 0:
+            canvas.advance(warmup)
+        _capture(canvas, out, frames, fps)
+        log.info("rendered %d frame(s) of %s vs %s with the %s path (%s) to %s", frames, a, b,
+                 canvas.panels[0].path.describe(), canvas.gl_renderer, out)
+    finally:
+        canvas.close()
+    return out
+
+
 def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames: int = 1, fps: int = 30,
                 state=None, dims: int = 2, color=None, render_path: str = "auto", seed: int = 0,
                 device: str = "auto", hud: bool = True, warmup: float = 0.0) -> Path:
@@ -81,14 +135,7 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
     frame count, and the bundle's own errors for a bad bundle.
     """
     out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
-    if frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {frames}")
-    if fps < 1:
-        raise ValueError(f"--fps must be >= 1, got {fps}")
-    if out.suffix.lower() == ".png" and frames > 1:
-        raise ValueError(f"--out {out}: a PNG holds one frame; use .gif or .mp4 for --frames {frames}")
+    _check_out(out, frames, fps)
     ensure_backend()
     from engine import load_bundle
     from viewer import viewstate
@@ -112,13 +159,7 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
             viewstate.apply(canvas, st)
         if warmup > 0:
             canvas.advance(warmup)
-        images = []
-        for i in range(frames):
-            if i:
-                canvas.advance(1.0 / fps)
-            images.append(np.ascontiguousarray(canvas.render()[..., :3]))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _write(out, images, fps)
+        _capture(canvas, out, frames, fps)
         log.info("rendered %d frame(s) with the %s path (%s) to %s", frames, canvas.render_path,
                  canvas.gl_renderer, out)
     finally:
