@@ -48,6 +48,13 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the tour's random targets")
 
 
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--cluster", metavar="local:N",
+                   help="run on a local Dask cluster of N worker processes (one per GPU with dask-cuda)")
+    g.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on an existing Dask cluster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="layertour",
@@ -65,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "display, renders a GIF of the tour).")
     p.add_argument("--out", type=Path, default=Path("demo.lt"), help="bundle path (default demo.lt)")
     p.add_argument("--no-view", action="store_true", help="do not open a window; render a GIF instead")
-    p.add_argument("--gif", type=Path, help="where to write the GIF when not viewing (default <bundle>-tour.gif)")
+    p.add_argument("--gif", type=Path,
+                   help="where to write the GIF when not viewing (default <bundle>-tour.gif)")
     p.add_argument("--resume", action="store_true", help="reuse finished layers of an interrupted run")
     _add_device(p)
+    _add_cluster(p)
 
     p = sub.add_parser("prepare", help="activations -> 15-D UMAP -> alignment -> bundle",
                        description="Record the chosen layers of one or more models over the same images, "
@@ -100,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--umap-backend", default="auto", choices=["auto", "cuml", "umap-learn"])
     p.add_argument("--memory-budget", type=float,
                    help="GiB the recorded activations may use (default: 60%% of free device/host memory)")
+    p.add_argument("--fit-sample", type=int, metavar="N",
+                   help="fit UMAP on N seeded rows and transform the others (data beyond one device)")
     _add_device(p)
+    _add_cluster(p)
 
     p = sub.add_parser("view", help="open the interactive Grand Tour viewer on a bundle")
     _add_view_args(p)
@@ -200,7 +212,8 @@ def _demo(args: argparse.Namespace) -> int:
     from engine.demo import build_demo_bundle
 
     t0 = time.perf_counter()
-    path = build_demo_bundle(args.out, device=args.device, resume=args.resume)
+    path = build_demo_bundle(args.out, device=args.device, resume=args.resume,
+                             cluster=args.cluster, scheduler=args.scheduler)
     print(f"demo bundle written to {path} in {time.perf_counter() - t0:.0f}s")
     try:
         import viewer.cli as viewer_cli

@@ -121,8 +121,14 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30, use_cache: bool = True):
 
 
 def build_demo_bundle(out: str | Path = "demo.lt", device: str = "auto", resume: bool = False,
-                      seed: int = 0, progress: bool = True) -> Path:
-    """Train/load the CNN, then ``prepare`` its eight layers over all 1,797 digits into ``out``."""
+                      seed: int = 0, progress: bool = True, cluster: str | None = None,
+                      scheduler: str | None = None, cluster_options=None) -> Path:
+    """Train/load the CNN, then ``prepare`` its eight layers over all 1,797 digits into ``out``.
+
+    cluster ("local:N") / scheduler ("tcp://HOST:PORT") run the work on Dask; the trained CNN travels
+    to the workers as a state dict. ``cluster_options`` (:class:`engine.distributed.ClusterOptions`,
+    its ``inputs`` filled in here) gives full control instead.
+    """
     import torch
 
     from engine.inputs import tensor_inputs
@@ -148,6 +154,14 @@ def build_demo_bundle(out: str | Path = "demo.lt", device: str = "auto", resume:
         "confidence": {"values": prob[np.arange(len(y)), y].astype(np.float32), "kind": "continuous",
                        "extent": [0.0, 1.0]},
     }
+    if cluster is not None or scheduler is not None or cluster_options is not None:
+        from dataclasses import replace
+
+        from engine.distributed import ClusterOptions, InputRecipe, ModelRecipe
+
+        opts = cluster_options or ClusterOptions(cluster=cluster, scheduler=scheduler)
+        cluster_options = replace(opts, inputs=InputRecipe.tensor(x))
+        job.recipe = ModelRecipe.from_module(_build_model, model)
     return prepare([job], inputs, out, PrepareConfig(device=device, seed=42), resume=resume,
-                   overwrite=True, progress=progress, extra_attributes=extra,
+                   overwrite=True, progress=progress, extra_attributes=extra, cluster=cluster_options,
                    provenance={"demo": {"cnn_test_accuracy": round(acc, 4), "seed": seed}})

@@ -10,6 +10,10 @@ computed, and the bundle is committed atomically (:class:`engine.store.BundleWri
 On CUDA the activations and embeddings stay on the device (torch -> CuPy by DLPack, cuML); the
 only device -> host copies are the finished (N, p) embeddings (N·p·4 bytes per layer) and the
 trustworthiness sample.
+
+With ``cluster=`` (:class:`engine.distributed.ClusterOptions`) the same work runs as Dask tasks
+(:mod:`engine.distributed`, imported only then); without it nothing of Dask is imported.
+``fit_sample`` (both paths) fits UMAP on a seeded sample and ``transform`` s the other rows.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class PrepareConfig:
     memory_budget_gib: float | None = None
     device: str = "auto"
     trust_sample: int = 5_000
+    fit_sample: int | None = None  # fit UMAP on this many seeded rows, transform the rest
 
     def __post_init__(self):
         if self.init not in ("spectral", "previous"):
@@ -53,6 +58,9 @@ class PrepareConfig:
             raise ValueError(f"dim={self.dim}: the tour needs at least 2 dimensions")
         if self.pooling not in ("avg", "max"):
             raise ValueError(f"pooling={self.pooling!r}: expected 'avg' or 'max'")
+        if self.fit_sample is not None and self.fit_sample <= 2 * self.n_neighbors:
+            raise ValueError(f"fit_sample={self.fit_sample}: must exceed 2 * n_neighbors "
+                             f"= {2 * self.n_neighbors}")
 
 
 @dataclass
@@ -63,6 +71,18 @@ class ModelJob:
     module: object  # torch.nn.Module (typed loosely so importing this module needs no torch)
     layers: list  # list[engine.models.LayerSpec]
     meta: dict = field(default_factory=dict)
+    recipe: object = None  # engine.distributed.ModelRecipe: how Dask workers rebuild the module
+
+
+@dataclass(frozen=True)
+class LayerEmbedding:
+    """One embedded layer: ``embedding`` (N, p) float32 host array, ``meta`` (JSON: trustworthiness,
+    back end, seconds, parameters), ``source_dim`` (D of the activations), ``seconds`` (UMAP fit)."""
+
+    embedding: np.ndarray
+    meta: dict
+    source_dim: int
+    seconds: float
 
 
 def _library_versions() -> dict[str, str]:
@@ -71,15 +91,29 @@ def _library_versions() -> dict[str, str]:
     return {k: v for k, v in versions().items() if v}
 
 
-def _embed_layer(X, config: PrepareConfig, init, backend: Backend):
+def embed_layer(X, config: PrepareConfig, init, backend: Backend) -> LayerEmbedding:
+    """Embed one layer's activations X ((N, D) float32 in ``backend.xp``) and measure it.
+
+    init : "spectral" or an (N, p) array in ``backend.xp``. With ``config.fit_sample`` the fit runs
+    on a seeded sample and the rest is transformed (:func:`engine.distributed.embed_sampled`).
+    Only the finished (N, p) embedding and the trustworthiness sample are copied to the host.
+    """
     from engine.embed import embed, trustworthiness
 
+    if config.fit_sample:
+        from engine.distributed import embed_sampled
+
+        return embed_sampled(X, config, None if isinstance(init, str) else init)
     res = embed(X, n_components=config.dim, n_neighbors=config.n_neighbors, min_dist=config.min_dist,
                 init=init, seed=config.seed, backend=config.umap_backend)
     t0 = time.perf_counter()
     tw = trustworthiness(X, res.embedding, k=config.n_neighbors, n_sample=config.trust_sample,
                          seed=config.seed)
-    return res, tw, time.perf_counter() - t0
+    meta = {"trustworthiness": round(float(tw), 6), "umap_backend": res.backend,
+            "knn_algorithm": res.knn_algorithm, "umap_seconds": round(res.seconds, 3),
+            "trustworthiness_seconds": round(time.perf_counter() - t0, 3), "umap_params": res.params}
+    return LayerEmbedding(to_host(res.embedding).astype(np.float32, copy=False), meta, int(X.shape[1]),
+                          res.seconds)
 
 
 def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend: Backend,
@@ -108,19 +142,16 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
             init = "spectral"
             if config.init == "previous" and prev_aligned is not None:
                 init = backend.xp.asarray(prev_aligned, dtype=backend.xp.float32)
-            res, tw, tw_s = _embed_layer(X, config, init, backend)
-            emb_host = to_host(res.embedding).astype(np.float32, copy=False)
-            meta = {"trustworthiness": round(float(tw), 6), "umap_backend": res.backend,
-                    "knn_algorithm": res.knn_algorithm, "umap_seconds": round(res.seconds, 3),
-                    "trustworthiness_seconds": round(tw_s, 3), "umap_params": res.params}
-            writer.write_layer(job.name, spec.id, emb_host, name=spec.name, source_dim=int(X.shape[1]),
-                               meta=meta)
+            res = embed_layer(X, config, init, backend)
+            writer.write_layer(job.name, spec.id, res.embedding, name=spec.name, source_dim=res.source_dim,
+                               meta=res.meta)
             log.info("%s %s: D=%d -> %d in %.1fs (%s, %s), trustworthiness %.3f", job.name, spec.id,
-                     X.shape[1], config.dim, res.seconds, res.backend, res.knn_algorithm, tw)
+                     res.source_dim, config.dim, res.seconds, res.meta["umap_backend"],
+                     res.meta["knn_algorithm"], res.meta["trustworthiness"])
             timings.setdefault("umap_s", 0.0)
             timings["umap_s"] += res.seconds
+            emb = res.embedding.astype(np.float64)
             del X, res
-            emb = emb_host.astype(np.float64)
             t_record = time.perf_counter()
         if config.init == "previous":
             centred = emb - emb.mean(axis=0)
@@ -132,7 +163,12 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
 
 def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
     """Canonical alignment of every model's layers, cross-model frames, similarity matrices."""
-    from engine.align import canonical_alignment, consecutive_similarity, cross_model_rotation, similarity_matrix
+    from engine.align import (
+        canonical_alignment,
+        consecutive_similarity,
+        cross_model_rotation,
+        similarity_matrix,
+    )
 
     t0 = time.perf_counter()
     aligned_ref = None
@@ -168,7 +204,7 @@ def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
 
 def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareConfig = PrepareConfig(), *,
             resume: bool = False, overwrite: bool = False, progress: bool = True,
-            extra_attributes: dict | None = None, provenance: dict | None = None) -> Path:
+            extra_attributes: dict | None = None, provenance: dict | None = None, cluster=None) -> Path:
     """Record, embed, align and store every layer of ``jobs`` over the same ``inputs``.
 
     jobs : models to record; several models share the images (same order) for comparison.
@@ -176,6 +212,8 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     out : bundle directory; built beside it in ``.<name>.partial`` and renamed into place.
     resume : keep layers finished by an interrupted run with the same ``out``.
     extra_attributes : name -> dict(values=(N,), kind=..., categories=..., extent=...).
+    cluster : :class:`engine.distributed.ClusterOptions` to run the work on Dask (every job then
+        needs a ``recipe``); the bundle equals the single-process one with the same seeds.
     Returns the bundle path. Raises ``ValueError`` for mismatched inputs or duplicate model names.
     """
     from engine.store import BundleWriter
@@ -191,11 +229,18 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     t_start = time.perf_counter()
     timings: dict = {}
     writer = BundleWriter(Path(out), n=inputs.n, dim=config.dim, resume=resume, overwrite=overwrite)
+    thumbnails, dist_info = None, None
     try:
-        for job in jobs:
-            writer.add_model(job.name, meta=job.meta)
-            _prepare_model(job, inputs, writer, config, backend, progress, timings)
-        _align_and_compare(writer, jobs, timings)
+        if cluster is not None:
+            from engine.distributed import run
+
+            got = run(jobs, inputs, writer, config, cluster, progress=progress, timings=timings)
+            thumbnails, dist_info = got["thumbnails"], got["provenance"]
+        else:
+            for job in jobs:
+                writer.add_model(job.name, meta=job.meta)
+                _prepare_model(job, inputs, writer, config, backend, progress, timings)
+            _align_and_compare(writer, jobs, timings)
         for job in jobs:  # meta gained consecutive similarities and residuals
             writer.add_model(job.name, meta=job.meta)
         if inputs.labels is not None:
@@ -204,8 +249,10 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
         for name, spec in (extra_attributes or {}).items():
             writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
                                  extent=spec.get("extent"))
-        if inputs.thumbnails is not None:
-            writer.set_images(np.asarray(inputs.thumbnails, dtype=np.uint8))
+        if thumbnails is None:
+            thumbnails = inputs.thumbnails
+        if thumbnails is not None:
+            writer.set_images(np.asarray(thumbnails, dtype=np.uint8))
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
         writer.update_provenance({
             "tool": "layertour prepare",
@@ -217,6 +264,7 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
             "host": platform.node(), "python": platform.python_version(),
             "versions": _library_versions(),
             "timings": {k: round(v, 3) for k, v in timings.items()},
+            "distributed": dist_info,
             **(provenance or {}),
         })
         return writer.commit()
@@ -234,12 +282,23 @@ def prepare_from_args(args) -> Path:
     config = PrepareConfig(dim=args.dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
                            init=args.init, seed=args.seed, umap_backend=args.umap_backend,
                            pooling=args.pooling, batch_size=args.batch_size,
-                           memory_budget_gib=args.memory_budget, device=args.device)
+                           memory_budget_gib=args.memory_budget, device=args.device,
+                           fit_sample=getattr(args, "fit_sample", None))
+    cluster = _cluster_options(args)  # checks --cluster/--scheduler before any model is loaded
     jobs = []
     for spec in args.model:
+        if args.weights == "none" or (args.weights == "DEFAULT" and _custom(spec)):
+            import torch
+
+            torch.manual_seed(args.seed)  # random weights: the same in every run with this --seed
         module, name = load_model(spec, weights=args.weights)
         layers = resolve_layers(module, args.layers, name)
-        jobs.append(ModelJob(name=name, module=module, layers=layers,
+        recipe = None
+        if cluster is not None:
+            from engine.distributed import ModelRecipe
+
+            recipe = ModelRecipe.from_spec(spec, args.weights, module)
+        jobs.append(ModelJob(name=name, module=module, layers=layers, recipe=recipe,
                              meta={"source": spec, "weights": str(args.weights), "layers_spec": args.layers}))
     if args.digits:
         # torchvision models expect 3x224x224; FILE.py:factory models get the raw 1x8x8 digits.
@@ -247,9 +306,31 @@ def prepare_from_args(args) -> Path:
         inputs = digits_inputs(n=args.n, size=size, channels=channels)
     else:
         inputs = image_folder_inputs(args.images, n=args.n)
+    if cluster is not None:
+        from dataclasses import replace
+
+        from engine.distributed import InputRecipe
+
+        recipe = (InputRecipe.digits(inputs.n, size=size, channels=channels) if args.digits
+                  else InputRecipe.images(args.images, inputs.n))
+        cluster = replace(cluster, inputs=recipe)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
-                   overwrite=getattr(args, "force", False) or args.resume)
+                   overwrite=getattr(args, "force", False) or args.resume, cluster=cluster)
+
+
+def _cluster_options(args):
+    """ClusterOptions from ``--cluster`` / ``--scheduler`` (None when neither is given: no Dask)."""
+    cl, sch = getattr(args, "cluster", None), getattr(args, "scheduler", None)
+    if cl is None and sch is None:
+        return None
+    from engine.distributed import ClusterOptions
+
+    return ClusterOptions(cluster=cl, scheduler=sch)
+
+
+def _custom(spec: str) -> bool:
+    return ":" in spec
 
 
 def _all_custom(specs: Sequence[str]) -> bool:
-    return all(":" in s for s in specs)
+    return all(_custom(s) for s in specs)
