@@ -102,6 +102,7 @@ class Panel:
                               owner.max_texture_size)
         self.overlay = vov.Overlay(self)
         self._highlight = None
+        self.states = np.ones(owner.bundle.n, np.float32)  # (N,) host: 0 faded, 1 normal, 2 highlighted
 
     # ---- the canvas interface, delegated ------------------------------------------------------
     @property
@@ -198,6 +199,7 @@ class Panel:
             st[~selection] = 0.0
         if highlight is not None and highlight.size:
             st[highlight] = 2.0
+        self.states = st
         self.path.set_states(st)
 
     def draw(self, hud: bool, legend: bool, strip_height: float, status=None) -> None:
