@@ -76,7 +76,9 @@ def window_pixels(c, panel, data):
 def key(c, name, text=None):
     from vispy.util import keys
 
-    c.events.key_press(key=keys.Key(name), text=name.lower() if text is None and len(name) == 1 else text or "")
+    if text is None:
+        text = name.lower() if len(name) == 1 else ""
+    c.events.key_press(key=keys.Key(name), text=text)
 
 
 def drag(c, path):
@@ -305,7 +307,8 @@ def test_similarity_export_csv_equals_similarity_matrix(cmp, tmp_path):
 
     c = cmp
     out = tmp_path / "S.csv"
-    assert main(["similarity", str(c.bundle.path), "alpha", "beta", "--out", str(out), "--device", "cpu"]) == 0
+    args = ["similarity", str(c.bundle.path), "alpha", "beta", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0][1:] == [ly.id for ly in c.bundle.models["beta"].layers]
