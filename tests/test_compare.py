@@ -354,3 +354,36 @@ def test_study_data_compare_renders_headless(study_data, tmp_path):
     bg = np.round(np.asarray(BACKGROUND[:3]) * 255)
     for half in (img[60:-60, 40:460, :3], img[60:-60, 540:960, :3]):
         assert (np.abs(half - bg).sum(axis=2) > 30).mean() > 0.05  # both clouds are drawn
+
+
+def test_view_compare_opens_both_models_at_the_matching_layer(cmp, monkeypatch):
+    import os
+
+    import vispy.app
+
+    import viewer.compare
+    from engine.cli import main
+
+    opened = []
+
+    class Recorded(viewer.compare.CompareCanvas):
+        def __init__(self, *args, **kwargs):
+            kwargs["show"] = False
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(viewer.compare, "CompareCanvas", Recorded)
+    monkeypatch.setattr(vispy.app, "run", lambda: None)
+    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+    try:
+        assert main(["view", str(cmp.bundle.path), "--compare", "alpha", "beta", "--layer", "3-A"]) == 0
+        (c,) = opened
+        a, b = c.panels
+        assert (a.model.name, b.model.name) == ("alpha", "beta")
+        assert (a.layer_index, b.layer_index) == (3, LB - 1)  # B has no "3-A": A's index, clamped
+        np.testing.assert_allclose(c.rotation, expected_rotation(c), atol=1e-8)
+        assert c.controllers["a"] and c.controllers["b"]
+    finally:
+        for c in opened:
+            c.close()
+    assert main(["view", str(cmp.bundle.path), "--compare", "alpha", "beta", "--layer", "nope"]) == 2

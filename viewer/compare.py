@@ -41,12 +41,12 @@ log = logging.getLogger("layertour.viewer")
 DIFFERENCE = "difference"
 COMPARE_HELP = [
     ("space", "play / pause the shared tour"), ("+ / -", "tour speed"), ("⌫ / ←", "scrub back"),
-    ("j / k", "next / previous layer of the panel under the mouse (or click a name)"),
-    ("t", "show / hide the layer-similarity heat map (click a cell: both layers)"),
-    ("c", "cycle colouring in both panels (incl. movement, difference)"),
+    ("j / k", "layer of the panel under the mouse (or click a name)"),
+    ("t", "similarity heat map (click a cell: both layers)"),
+    ("c", "cycle colouring (incl. movement, difference)"),
     ("drag / wheel", "pan / zoom a panel"), ("r", "reset zoom and pan of both"),
-    ("b / l", "rectangle / lasso brush (the selection is linked)"), ("x", "clear the selection"),
-    ("d", "handle at the selection's centroid, in both panels"), ("Delete", "remove the last handle"),
+    ("b / l", "rectangle / lasso brush (linked selection)"), ("x", "clear the selection"),
+    ("d", "handle at the selection's centroids (both)"), ("Delete", "remove the last handle"),
     ("a", "axis handles"), ("/", "search and highlight"), ("s", "screenshot"), ("h", "HUD"),
     ("?", "this help"), ("q / esc", "quit"),
 ]
