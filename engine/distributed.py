@@ -573,7 +573,7 @@ def connect(options: ClusterOptions, device: str = "auto"):
             cluster = LocalCUDACluster(n_workers=n, threads_per_worker=1, dashboard_address=None)
             return Client(cluster), cluster, f"LocalCUDACluster, {n} workers"
     cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None,
-                           host="127.0.0.1", silence_logs=logging.ERROR)
+                           host="127.0.0.1", silence_logs=logging.CRITICAL)
     return Client(cluster), cluster, f"LocalCluster, {n} worker processes"
 
 
