@@ -106,7 +106,7 @@ def test_both_panels_draw_their_points_where_the_shared_frame_puts_them(cmp):
     a, b = c.panels
     Q = expected_rotation(c)
     np.testing.assert_allclose(c.rotation, Q, atol=1e-8)
-    np.testing.assert_allclose(b.frame, Q @ c.tour.frame, atol=1e-12)
+    np.testing.assert_allclose(b.frame, c.rotation @ c.tour.frame, atol=1e-12)
     for panel, data in ((a, centred(a.model, a.layer_index)), (b, centred(b.model, b.layer_index))):
         px = window_pixels(c, panel, data)
         x0, y0, w, h = panel.rect
@@ -297,8 +297,30 @@ def test_handles_appear_in_both_views_and_dragging_either_steers_both(cmp, rng):
         local = hc.pixel_positions(panel)[0] + np.asarray(panel.rect[:2])
         assert np.linalg.norm(local - end) < 0.5
         np.testing.assert_allclose(b.frame, c.rotation @ a.frame, atol=1e-9)  # both steered
+    # Enter over a handle renames it, in both views
+    c.events.mouse_move(pos=ha.pixel_positions(a)[0] + np.asarray(a.rect[:2]))
+    key(c, "Enter")
+    for ch in "dogs":
+        key(c, ch.upper(), ch)
+    key(c, "Enter")
+    assert ha.handles.handles[0].label == hb.handles.handles[0].label == "1dogs"
     key(c, "Delete")
     assert len(ha.handles) == len(hb.handles) == 0
+
+
+def test_hovering_an_image_in_one_view_marks_it_in_the_other(cmp):
+    c = cmp
+    for panel, other in c.panels, c.panels[::-1]:
+        px = window_pixels(c, panel, centred(panel.model, panel.layer_index))
+        x0, _, w, h = panel.rect
+        on = (px[:, 0] > x0 + 10) & (px[:, 0] < x0 + w - 220) & (px[:, 1] > 60) & (px[:, 1] < h - 10)
+        d = np.linalg.norm(px[:, None] - px[None], axis=2)
+        np.fill_diagonal(d, np.inf)
+        k = int(np.argmax(np.where(on, d.min(axis=1), -1)))  # the most isolated point in view
+        assert d[k].min() > 2 * c.controllers[panel.side]["HoverController"].RADIUS_PX
+        c.events.mouse_move(pos=px[k] + 0.5)
+        assert c.controllers[panel.side]["HoverController"].index == k
+        assert c.controllers[other.side]["HoverController"].index == k
 
 
 def test_similarity_export_csv_equals_similarity_matrix(cmp, tmp_path):

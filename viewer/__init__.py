@@ -5,7 +5,8 @@ per-frame projection and brushing from ``kernels``. It may import ``engine``, ``
 glfw, PIL and imageio; nothing in ``engine`` or ``kernels`` imports it (``engine.cli`` hands the
 ``view``/``render`` subcommands to :mod:`viewer.cli`).
 
-Modules: ``canvas`` (:class:`TourCanvas`), ``render_paths`` (shader / copy / cuda), ``colors``,
+Modules: ``canvas`` (:class:`TourCanvas`), ``compare`` (``CompareCanvas``: two models side by
+side, one tour; ``heatmap``: its layer-similarity panel), ``render_paths`` (shader / copy / cuda), ``colors``,
 ``overlay`` (2-D drawing and HUD widgets), ``atlas`` (image mode), ``headless``
 (:func:`render_tour`), ``cli``; interaction: ``selection``, ``handles``, ``picking``,
 ``viewstate``, ``controllers``.

@@ -669,7 +669,9 @@ class CompareCanvas(app.Canvas):
         if self._capture is None:
             self._focus = panel
         ev = self._local(panel, event)
-        if self._dispatch(panel, "on_mouse_move", ev):
+        consumed = self._dispatch(panel, "on_mouse_move", ev)
+        self._link_hover(panel)
+        if consumed:
             return
         if panel._pan_from is not None:
             start, c0 = panel._pan_from
@@ -686,12 +688,35 @@ class CompareCanvas(app.Canvas):
             self._hover_cell, panel._hover_layer = hover, hl
             self.update()
 
+    def _other(self, panel) -> Panel:
+        return self.panels[1] if panel is self.panels[0] else self.panels[0]
+
+    def _link_hover(self, panel) -> None:
+        """The image under the cursor in ``panel`` is marked (with its tooltip) in the other one too."""
+        if not self.controllers:
+            return
+        src = self.controllers[panel.side]["HoverController"]
+        dst = self.controllers[self._other(panel).side]["HoverController"]
+        if dst.index != src.index:
+            dst.index = src.index
+            self.update()
+
+    def _sync_labels(self, panel) -> None:
+        """Copy ``panel``'s handle labels onto the other panel's handles (created in lockstep)."""
+        if not self.controllers:
+            return
+        src = self.controllers[panel.side]["HandleController"].handles
+        dst = self.controllers[self._other(panel).side]["HandleController"].handles
+        for h, g in zip(src.handles, list(dst.handles)):
+            if g.label != h.label:
+                dst.rename(g.uid, h.label)
+
     def on_mouse_release(self, event) -> None:
         panel = self._capture or self.panel_at(*event.pos[:2])
         self._capture = None
         panel._pan_from = None
         self._dispatch(panel, "on_mouse_release", self._local(panel, event))
-        other = self.panels[1] if panel is self.panels[0] else self.panels[0]
+        other = self._other(panel)
         brush = self.controllers.get(other.side, {}).get("BrushController") if self.controllers else None
         if brush is not None:  # a brush armed by a key is spent by the gesture in either panel
             brush.armed, brush.path = None, []
@@ -706,6 +731,8 @@ class CompareCanvas(app.Canvas):
 
         entry = getattr(self, "entry", None)
         if entry is not None and entry.key(event):
+            if not entry.active:  # a handle renamed in one panel is renamed in both
+                self._sync_labels(self._focus)
             self.update()
             return
         k = key_name(event)
