@@ -67,7 +67,7 @@ PRESETS: dict[str, tuple[LayerSpec, ...]] = {
 }
 
 
-def load_model(spec: str, weights: str = "DEFAULT"):
+def load_model(spec: str, weights: str = "DEFAULT", seed: int = 0):
     """Build a model in eval mode: ``(nn.Module, name)``.
 
     spec : a torchvision classification model name ("googlenet", "resnet50", ...) or
@@ -77,18 +77,24 @@ def load_model(spec: str, weights: str = "DEFAULT"):
         of a state-dict file (``torch.save(model.state_dict(), PATH)``; a dict with a
         ``"state_dict"`` or ``"model"`` entry also works).
 
+    seed : seeds the random initialisation (``weights="none"``, or a factory's own init), so the
+        same spec and seed give the same network in every process: a resumed or distributed run
+        records the same activations as an uninterrupted one. The global torch RNG is left as it was.
+
     GoogLeNet is built without its auxiliary heads (``aux_logits=False``), as the study did.
     Raises ``ValueError`` for an unknown model name or factory, ``FileNotFoundError`` for a missing
     file, and ``ValueError`` naming the file when a state dict does not fit the model.
     """
     import torch
 
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        model, name = _load_factory(spec)
-        if weights not in ("DEFAULT", "none"):
-            _load_state(model, weights)
-    else:
-        model, name = _load_torchvision(spec, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+            model, name = _load_factory(spec)
+            if weights not in ("DEFAULT", "none"):
+                _load_state(model, weights)
+        else:
+            model, name = _load_torchvision(spec, weights)
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model {spec!r}: expected an nn.Module, got {type(model).__name__}")
     return model.eval(), name

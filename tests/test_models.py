@@ -142,3 +142,18 @@ def test_stage_modules_import_cheaply():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parent.parent))
     assert out.stdout.strip() == "[]"
+
+
+def test_random_init_is_seeded_and_leaves_the_global_rng_alone(tmp_path):
+    """Same spec + seed -> same weights in every process (resume and distributed runs rely on it)."""
+    src = tmp_path / "seeded.py"
+    src.write_text("import torch.nn as nn\n\ndef make():\n    return nn.Linear(6, 4)\n")
+    before = torch.random.get_rng_state()
+    a, _ = load_model(f"{src}:make", weights="none")
+    b, _ = load_model(f"{src}:make", weights="none")
+    c, _ = load_model(f"{src}:make", weights="none", seed=1)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(a.weight, b.weight) and not torch.equal(a.weight, c.weight)
+    g1, _ = load_model("resnet18", weights="none")
+    g2, _ = load_model("resnet18", weights="none")
+    assert torch.equal(g1.conv1.weight, g2.conv1.weight)
