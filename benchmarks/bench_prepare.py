@@ -85,6 +85,7 @@ def bench_gpu(args) -> dict:
     out["dims"] = dims
     out["layer_ready_s"] = ready_at  # seconds from the start until each layer's (N, D) array was ready
     out["activation_bytes"] = int(sum(dims.values()) * n * 4)
+    print("recorded:", json.dumps(out), flush=True)  # printed now: the UMAP step may hit a time limit
     try:
         import cuml  # noqa: F401
 

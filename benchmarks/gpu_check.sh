@@ -30,17 +30,19 @@ if ls .gl/*.deb >/dev/null 2>&1; then
 fi
 $PY -m engine.cli info --no-gl 2>&1 | tee "$OUT/info.txt"
 
+[ -n "${SKIP_NVCC:-}" ] || {
 step "nvcc: every kernel for sm_80/sm_90, warnings as errors, no spills"
 timeout 60 $PY -m pytest -q -p no:cacheprovider tests/test_kernels_nvcc.py 2>&1 | tail -5 | tee "$OUT/nvcc.txt"
+}
 
 step "gpu tests (LAYERTOUR_REQUIRE_GPU=1)"
-timeout 150 $PY -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" -ra 2>&1 \
+timeout 150 $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors --junitxml="$OUT/gpu-tests.xml" -ra 2>&1 \
   | tee "$OUT/gpu-tests.log" | tail -40
 
 step "benchmarks"
-timeout 50 $PY benchmarks/bench_tour.py --no-cpu --json "$OUT/bench_tour.json" 2>&1 | tee "$OUT/bench_tour.txt" | tail -30
-timeout 30 $PY benchmarks/bench_similarity.py --synthetic --repeat 5 --json "$OUT/bench_similarity.json" 2>&1 | tee "$OUT/bench_similarity.txt" | tail -12
-timeout 90 $PY benchmarks/bench_prepare.py --gpu --json "$OUT/bench_prepare.json" 2>&1 | tee "$OUT/bench_prepare.txt" | tail -30
+[ -n "${SKIP_TOUR:-}" ] || timeout 50 $PY benchmarks/bench_tour.py --no-cpu --json "$OUT/bench_tour.json" 2>&1 | tee "$OUT/bench_tour.txt" | tail -30
+timeout 45 $PY benchmarks/bench_similarity.py --synthetic --repeat 3 --json "$OUT/bench_similarity.json" 2>&1 | tee "$OUT/bench_similarity.txt" | tail -12
+timeout 90 $PY benchmarks/bench_prepare.py --gpu --umap-sample 2000 --json "$OUT/bench_prepare.json" 2>&1 | tee "$OUT/bench_prepare.txt" | tail -30
 timeout 45 $PY benchmarks/bench_viewer.py --sizes 5e4,1e6,1e7,2e7 --frames 20 --json "$OUT/bench_viewer.json" 2>&1 | tee "$OUT/bench_viewer.txt" | tail -20
 
 step "done"

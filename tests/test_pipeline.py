@@ -103,7 +103,7 @@ def test_resume_after_kill_equals_clean_run(tmp_path):
     assert not staging.exists()
     a, b = engine.load_bundle(clean), engine.load_bundle(killed)
     (ma,), (mb,) = a.models.values(), b.models.values()
-    assert [x.id for x in ma.layers] == [x.id for x in mb.layers] == ["1-Linear", "3-Linear", "5-Linear"]
+    assert [x.id for x in ma.layers] == [x.id for x in mb.layers] == ["0-Linear", "1-Linear", "2-Linear"]
     for la, lb in zip(ma.layers, mb.layers):
         np.testing.assert_array_equal(np.asarray(la.embedding), np.asarray(lb.embedding))
         np.testing.assert_allclose(la.rotation, lb.rotation, atol=1e-12)
