@@ -4,6 +4,7 @@
 # then runs the `gpu` tests with LAYERTOUR_REQUIRE_GPU=1 (a missing GPU fails instead of skipping)
 # and the benchmarks, writing logs and JSON under $OUT (default ./gpu-check-out).
 #
+#   here first:  bash benchmarks/device_carry.sh         (fills the git-ignored .whl/ and .gl/)
 #   device run:  bash benchmarks/gpu_check.sh            (carry: .whl .gl)
 #   budget:      ~8 minutes in all; each step has its own timeout so one hang cannot eat the rest.
 set -uo pipefail
