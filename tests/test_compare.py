@@ -248,9 +248,16 @@ def test_colouring_legend_filter_and_zoom_reset_are_mirrored(cmp):
     assert a.coloring.name == b.coloring.name == c.color_options[(c.color_options.index("label") + 1)
                                                                  % len(c.color_options)]
     c.set_coloring("label")
-    c.toggle_legend_class(2)
+    from viewer.overlay import legend_layout
+
+    box = legend_layout(len(CLASS_NAMES), a.size[1]).boxes[2]  # the legend is drawn in view A
+    c.events.mouse_move(pos=((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2))
+    assert a._hover_legend == 2
+    c.events.mouse_press(pos=((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2), button=1)
+    c.events.mouse_release(pos=((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2), button=1)
     for panel in c.panels:
         np.testing.assert_array_equal(panel._legend_enabled(), np.arange(len(CLASS_NAMES)) == 2)
+        assert np.ravel(panel.path.program["u_filter_on"])[0] == 1  # uploaded to both render paths
     a.zoom_at((100, 100), 3.0)
     b.zoom_at((50, 80), 0.5)
     assert a.zoom != 1.0 and b.zoom != 1.0

@@ -684,8 +684,10 @@ class CompareCanvas(app.Canvas):
         names = [layer.name for layer in panel.model.layers]
         boxes = vov.layer_strip_boxes(names, panel.size[0], self._strip_height(panel))
         hl = next((i for i, b in enumerate(boxes) if b.contains(lx, ly)), None)
-        if (hover, hl) != (self._hover_cell, panel._hover_layer):
-            self._hover_cell, panel._hover_layer = hover, hl
+        hit = vov.legend_hit(panel.coloring, lx, ly, panel.size[1]) if panel.side == "a" else None
+        legend = hit if isinstance(hit, int) else None
+        if (hover, hl, legend) != (self._hover_cell, panel._hover_layer, panel._hover_legend):
+            self._hover_cell, panel._hover_layer, panel._hover_legend = hover, hl, legend
             self.update()
 
     def _other(self, panel) -> Panel:
