@@ -322,6 +322,48 @@ def cross_model_rotation(ref_a_aligned, ref_b_aligned, *, rotation_only: bool = 
     return xp.asarray(_rotation_from_cross(M, rotation_only))
 
 
+@dataclass(frozen=True)
+class ModelsAlignment:
+    """Every layer of every model in one canonical frame, plus the comparisons a bundle stores.
+
+    alignments : model name -> list of :class:`Alignment` in layer order; model B's rotations
+        already include the cross-model rotation into the first model's frame.
+    similarity : (model a, model b) -> (La, Lb) float64 layer-similarity matrix, for every pair
+        in the given order (a before b).
+    consecutive : model name -> (L - 1,) similarities of consecutive layers.
+    """
+
+    alignments: dict
+    similarity: dict
+    consecutive: dict
+
+
+def align_models(models: dict) -> ModelsAlignment:
+    """Align the layers of one or more models of the same N points into one frame and compare them.
+
+    models : name -> sequence of (N, p) embeddings in network order (NumPy, memmap or CuPy); the
+        first model's first layer defines the frame. Each model is chained layer to layer
+        (:func:`canonical_alignment`), then expressed in the first model's frame through its first
+        layer (:func:`cross_model_rotation`). Used by ``prepare`` and by ``layertour import``.
+    """
+    if not models:
+        raise ValueError("align_models: no models given")
+    alignments, consecutive, ref = {}, {}, None
+    for name, layers in models.items():
+        al = canonical_alignment(layers)
+        if ref is None:
+            ref = al[0].apply(layers[0])
+        else:
+            Q = cross_model_rotation(ref, al[0].apply(layers[0]))
+            al = [Alignment(a.rotation @ Q, a.center, a.residual) for a in al]
+        alignments[name] = al
+        consecutive[name] = to_host(consecutive_similarity(layers)) if len(layers) > 1 else np.zeros(0)
+    names = list(models)
+    sims = {(a, b): to_host(similarity_matrix(models[a], models[b]))
+            for i, a in enumerate(names) for b in names[i + 1:]}
+    return ModelsAlignment(alignments, sims, consecutive)
+
+
 def similarity(A, B) -> float:
     """Layer similarity ``||A'^T B'||_* / sqrt(||A'^T A'||_* ||B'^T B'||_*)`` of centred A', B'.
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.align import align_models
 from engine.store import _SAFE, BundleError, BundleWriter, library_versions, load_bundle
 
 log = logging.getLogger("layertour")
@@ -403,6 +404,15 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
                                        meta={"umap_tour": extra})
                 except BundleError as exc:
                     raise BundleError(f"{path}: {exc}") from None
+        t_align = time.perf_counter()
+        aligned = align_models({s.name: [writer.read_layer(s.name, e["id"]) for e in s.layers]
+                                for s in studies})
+        for s in studies:
+            for e, a in zip(s.layers, aligned.alignments[s.name]):
+                writer.set_alignment(s.name, e["id"], a.rotation, a.center)
+        for (a, b), S in aligned.similarity.items():
+            writer.set_similarity(a, b, S.astype(np.float32))
+        t_align = time.perf_counter() - t_align
         labels = s0.schema.get("labels")
         default = labels.get("id") if isinstance(labels, dict) else None
         default_attr = s0.label_files.get(f"{default}.bin") if isinstance(default, str) else None
@@ -417,7 +427,11 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
                        "meta_files": {s.name: str(s.meta_path) if s.meta_path else None for s in studies}},
             "library_versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "timings": {"import_seconds": round(time.perf_counter() - t0, 3)}})
+            "alignment": {"method": "Procrustes chain per model; models joined at their first layer",
+                          "consecutive_similarity": {k: [round(float(x), 6) for x in v]
+                                                     for k, v in aligned.consecutive.items()}},
+            "timings": {"import_seconds": round(time.perf_counter() - t0, 3),
+                        "align_seconds": round(t_align, 3)}})
         return writer.commit()
     except BaseException:
         writer.abort()

@@ -337,6 +337,17 @@ def test_real_study_round_trip_is_byte_identical(tmp_path, study_data):
     assert bun.default_attribute == "label_coarse"
     err = bun.attributes["resnet50.error"]
     assert err.extent == (0.0, 5.0) and math.isfinite(float(np.asarray(err.values).sum()))
+    # The import aligns every layer into one canonical frame and stores the comparisons.
+    g, r = bun.models["googlenet"], bun.models["resnet50"]
+    for layer in g.layers + r.layers:
+        np.testing.assert_allclose(layer.rotation.T @ layer.rotation, np.eye(15), atol=1e-9)
+    a, b = g.layers[11], g.layers[12]
+    raw = np.linalg.norm((a.embedding - a.embedding.mean(0)) - (b.embedding - b.embedding.mean(0)))
+    assert np.linalg.norm(a.aligned() - b.aligned()) < raw
+    S = bun.similarity("googlenet", "resnet50")
+    assert S.shape == (21, 25)
+    # Published with the study (rows ResNet-50, cols GoogLeNet): (0,0) 0.9973, (1,1) 0.8585, (24,20) 0.8856.
+    np.testing.assert_allclose([S[0, 0], S[1, 1], S[20, 24]], [0.9973, 0.8585, 0.8856], atol=6e-5)
     export_umap_tour(out, tmp_path / "exp")
     for d in dirs:
         for f in sorted(d.glob("*.bin")):
