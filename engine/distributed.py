@@ -459,20 +459,22 @@ def fit_sample(Xs: np.ndarray, config: PrepareConfig, init=None) -> dict:
             "knn_algorithm": knn, "seconds": time.perf_counter() - t0}
 
 
-def transform_rows(fit: dict, a: int, b: int, starts: Sequence[int], *pieces) -> np.ndarray:
-    """Rows [a, b) transformed by the fitted model: (b - a, p) float32 host."""
+def transform_rows(fit: dict, a: int, b: int, starts: Sequence[int], *pieces) -> dict:
+    """Rows [a, b) transformed by the fitted model: ``{"Y": (b - a, p) float32 host, "seconds"}``."""
     X = take_rows(np.arange(a, b, dtype=np.int64), starts, *pieces)
-    return np.asarray(to_host(fit["model"].transform(X)), dtype=np.float32)
+    t0 = time.perf_counter()
+    Y = np.asarray(to_host(fit["model"].transform(X)), dtype=np.float32)
+    return {"Y": Y, "seconds": time.perf_counter() - t0}
 
 
 def finish_sampled(config: PrepareConfig, n: int, fit: dict, idx: np.ndarray, trust_idx: np.ndarray,
                    held_idx: np.ndarray, X_trust: np.ndarray, X_held: np.ndarray, Xs: np.ndarray,
-                   *chunks: np.ndarray) -> LayerEmbedding:
+                   *chunks: dict) -> LayerEmbedding:
     """Assemble the (n, p) embedding (the sample's own fit rows, transformed rows elsewhere) and its
     trustworthiness: overall (same rows as the full path), on fitted rows, on held-out rows."""
     from engine.embed import trustworthiness
 
-    Y = np.concatenate(chunks)
+    Y = np.concatenate([c["Y"] for c in chunks])
     Y[idx] = fit["embedding"]
     t0 = time.perf_counter()
     k = config.n_neighbors
@@ -485,6 +487,7 @@ def finish_sampled(config: PrepareConfig, n: int, fit: dict, idx: np.ndarray, tr
             "umap_params": {"n_components": config.dim, "n_neighbors": k, "min_dist": config.min_dist,
                             "seed": config.seed, "n": int(n), "dim": int(Xs.shape[1])},
             "fit_sample": {"n": int(len(idx)), "seed": config.seed, "transform_chunk": TRANSFORM_CHUNK,
+                           "transform_seconds": round(sum(c["seconds"] for c in chunks), 3),
                            "trustworthiness_fit_rows": round(tw_fit, 6),
                            "trustworthiness_transformed_rows": round(tw_held, 6),
                            "trustworthiness_cost": round(tw_fit - tw_held, 6),

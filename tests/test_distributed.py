@@ -64,6 +64,10 @@ def assert_same_bundle(path_a, path_b, atol=1e-5):
     assert list(a.attributes) == list(b.attributes)
     for k, att in a.attributes.items():
         np.testing.assert_array_equal(np.asarray(att.values), np.asarray(b.attributes[k].values))
+    names = list(a.models)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            np.testing.assert_allclose(a.similarity(x, y), b.similarity(x, y), atol=1e-6)
     if a.images is None:
         assert b.images is None
     else:
@@ -266,16 +270,16 @@ def test_sample_fit_on_digits_reports_trustworthiness():
     assert np.abs(Y[rest]).max() < 3 * np.abs(Y[plan["idx"]]).max()
 
 
-def _tiny_jobs(n_layers_spec="1,3,5", seed=42):
+def _tiny_job(layers="1,3,5", seed=42, name=None):
     import torch
 
     from engine.models import load_model, resolve_layers
     from engine.pipeline import ModelJob
 
     torch.manual_seed(seed)
-    module, name = load_model(TINY_SPEC, weights="none")
-    return [ModelJob(name=name, module=module, layers=resolve_layers(module, n_layers_spec, name),
-                     recipe=ModelRecipe.from_spec(TINY_SPEC, "none", module))]
+    module, default = load_model(TINY_SPEC, weights="none")
+    return ModelJob(name=name or default, module=module, layers=resolve_layers(module, layers, default),
+                    recipe=ModelRecipe.from_spec(TINY_SPEC, "none", module))
 
 
 @pytest.mark.slow
@@ -283,7 +287,8 @@ def test_worker_killed_mid_task_run_completes_with_identical_bundle(tmp_path):
     from engine.inputs import digits_inputs
     from engine.pipeline import prepare
 
-    jobs, inputs = _tiny_jobs(), digits_inputs(n=600)
+    # Two models (other weights) in parallel: cross-model frames and the similarity matrix as well.
+    jobs, inputs = [_tiny_job(), _tiny_job("1,5", seed=7, name="twin")], digits_inputs(n=600)
     config = PrepareConfig(device="cpu", batch_size=50)
     local = prepare(jobs, inputs, tmp_path / "local.lt", config, progress=False)
     trace = tmp_path / "trace"
@@ -317,7 +322,9 @@ def test_worker_killed_mid_task_run_completes_with_identical_bundle(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert_same_bundle(local, dist)
-    assert engine.load_bundle(dist).provenance["distributed"]["workers"] == 2
+    b = engine.load_bundle(dist)
+    assert b.provenance["distributed"]["workers"] == 2 and list(b.models) == ["build", "twin"]
+    assert b.similarity("build", "twin").shape == (3, 2)
 
 
 @pytest.fixture(scope="module")
