@@ -288,7 +288,7 @@ def test_out_of_memory_retries_with_smaller_batches(rng):
         a = m.a(x.flatten(1))
         ref = {"0-Linear": a, "1-Linear": m.b(a)}
     for k in ref:
-        np.testing.assert_allclose(got[k], ref[k].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(got[k], ref[k].numpy(), rtol=1e-5, atol=1e-6)  # float32, other batch sizes
     with pytest.raises(MemoryBudgetError, match="dry run on a single input"):
         _records(OOMAbove(limit=0), tensor_inputs(x), layers)
 

@@ -139,13 +139,13 @@ def test_alignment_brings_b_closer_to_a_and_follows_layer_changes(cmp, rng):
     c.set_layers(a=(a.layer_index + 1) % LA)
     Q_new = expected_rotation(c)
     F = c.tour.frame
-    np.testing.assert_allclose(b.frame, Q_old @ F, atol=1e-9)
+    np.testing.assert_allclose(b.frame, Q_old @ F, atol=1e-7)
     c.advance(0.3)
     mid = b.frame
     np.testing.assert_allclose(mid.T @ mid, np.eye(2), atol=1e-9)
     assert min(np.linalg.norm(mid - Q_old @ F), np.linalg.norm(mid - Q_new @ F)) > 1e-3
     c.advance(1.0)
-    np.testing.assert_allclose(b.frame, Q_new @ c.tour.frame, atol=1e-9)
+    np.testing.assert_allclose(b.frame, Q_new @ c.tour.frame, atol=1e-7)
 
 
 def test_a_brush_in_the_left_view_selects_the_same_indices_in_the_right(cmp):
@@ -295,7 +295,9 @@ def test_handles_appear_in_both_views_and_dragging_either_steers_both(cmp, rng):
     for panel, hc, cen in ((a, ha, ca), (b, hb, cb)):
         start = hc.pixel_positions(panel)[0] + np.asarray(panel.rect[:2])
         origin = panel.data_to_pixels(np.zeros((1, 2)))[0] + np.asarray(panel.rect[:2])
-        end = start + 0.4 * (origin - start) + np.array([5.0, -7.0])
+        # toward the origin with a sideways part: |0.6 v + 0.1 v_perp| = 0.61 |v|, always within reach
+        d = origin - start
+        end = start + 0.4 * d + 0.1 * np.array([-d[1], d[0]])
         G = panel.frame
         target = panel.pixels_to_data((end - np.asarray(panel.rect[:2]))[None])[0]
         expect = tour.drag_handle(G, cen, target)
@@ -303,7 +305,7 @@ def test_handles_appear_in_both_views_and_dragging_either_steers_both(cmp, rng):
         np.testing.assert_allclose(panel.frame, expect, atol=1e-6)
         local = hc.pixel_positions(panel)[0] + np.asarray(panel.rect[:2])
         assert np.linalg.norm(local - end) < 0.5
-        np.testing.assert_allclose(b.frame, c.rotation @ a.frame, atol=1e-9)  # both steered
+        np.testing.assert_allclose(b.frame, c.rotation @ a.frame, atol=1e-7)  # both steered
     # Enter over a handle renames it, in both views
     c.events.mouse_move(pos=ha.pixel_positions(a)[0] + np.asarray(a.rect[:2]))
     key(c, "Enter")
