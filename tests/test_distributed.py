@@ -289,7 +289,8 @@ def test_worker_killed_mid_task_run_completes_with_identical_bundle(tmp_path):
 
     # Two models (other weights) in parallel: cross-model frames and the similarity matrix as well.
     jobs, inputs = [_tiny_job(), _tiny_job("1,5", seed=7, name="twin")], digits_inputs(n=600)
-    config = PrepareConfig(device="cpu", batch_size=50)
+    # init="previous" chains each layer's UMAP init to the previous aligned layer (tasks on futures).
+    config = PrepareConfig(device="cpu", batch_size=50, init="previous")
     local = prepare(jobs, inputs, tmp_path / "local.lt", config, progress=False)
     trace = tmp_path / "trace"
     trace.mkdir()
