@@ -20,6 +20,7 @@ All GL calls happen with the canvas's context current (VisPy's GLIR queue is flu
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def pack_frame(F: np.ndarray) -> np.ndarray:
     return out.reshape(d, q, 4)
 
 
-class PointsPath:
+class PointsPath(ABC):
     """GL state common to every path: the program, per-point code/state buffers, the palette."""
 
     name = "base"
@@ -184,14 +185,14 @@ class PointsPath:
         self.program.draw("points", indices)
 
     # -- per-path --
+    @abstractmethod
     def prepare(self, a_key, a, b_key, b, s: float, F: np.ndarray) -> None:
         """Make the next draw show ((1-s) a + s b) F. a, b : (N, p) float32 (NumPy or CuPy)."""
-        raise NotImplementedError
 
-    def after_draw(self, canvas) -> None:
+    def after_draw(self, canvas) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Called after each draw with the context current (interop registers here)."""
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Free path-specific resources (interop registrations, cached textures)."""
 
     def describe(self) -> str:
@@ -392,7 +393,7 @@ class CudaPath(CopyPath):
         obj = canvas.context.shared.parser.get_object(self.pos_vbo.id)
         return None if obj is None else int(obj.handle)
 
-    def after_draw(self, canvas) -> None:
+    def after_draw(self, canvas) -> None:  # noqa: B027 (optional hook, a no-op by default)
         if self.failed is not None:
             return
         nbytes = self.n * self.dims * 4
