@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,7 +198,11 @@ def _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs
     model = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist, init=init_h,
                       n_epochs=n_epochs, random_state=seed)
     t0 = time.perf_counter()
-    Y = model.fit_transform(Xh)
+    with warnings.catch_warnings():
+        # A seed is what makes layers reproducible (and resumable); umap-learn warns that it runs
+        # single-threaded because of it. That is the intended trade, so keep the warning out of logs.
+        warnings.filterwarnings("ignore", message=r"n_jobs value .* overridden", category=UserWarning)
+        Y = model.fit_transform(Xh)
     seconds = time.perf_counter() - t0
     params["umap_learn_version"] = str(umap.__version__)
     knn = "exact" if getattr(model, "_small_data", False) else "nn_descent"
