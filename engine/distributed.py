@@ -561,6 +561,8 @@ def connect(options: ClusterOptions, device: str = "auto"):
     """
     from dask.distributed import Client, LocalCluster
 
+    if not log.isEnabledFor(logging.INFO):  # Dask's own INFO chatter only with -v; warnings stay
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if options.scheduler is not None:
         client = Client(options.scheduler, timeout="30s")
         client.wait_for_workers(1, timeout=60)
