@@ -128,9 +128,13 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
     stream = record(job.module, inputs, job.layers, backend=backend, batch_size=config.batch_size,
                     max_dim=config.max_dim, max_width=config.max_width, pooling=config.pooling,
                     memory_budget=budget, skip=done, progress=progress)
+    from tqdm.auto import tqdm
+
     prev_aligned = None  # host (N, p) float64, only needed for init="previous"
     t_record = time.perf_counter()
-    for spec in job.layers:
+    bar = tqdm(job.layers, desc=f"{job.name}: layers", unit="layer", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(spec.id)
         if spec.id in done:
             emb = np.asarray(writer.read_layer(job.name, spec.id), dtype=np.float64)
         else:
@@ -163,43 +167,19 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
 
 def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
     """Canonical alignment of every model's layers, cross-model frames, similarity matrices."""
-    from engine.align import (
-        canonical_alignment,
-        consecutive_similarity,
-        cross_model_rotation,
-        similarity_matrix,
-    )
+    from engine.align import align_models
 
     t0 = time.perf_counter()
-    aligned_ref = None
-    per_model: dict[str, list] = {}
-    for k, job in enumerate(jobs):
-        ids = [s.id for s in job.layers]
-        alignments = canonical_alignment([np.asarray(writer.read_layer(job.name, i)) for i in ids])
-        if k > 0:
-            first = np.asarray(writer.read_layer(job.name, ids[0]), dtype=np.float64)
-            ref_b = (first - alignments[0].center) @ alignments[0].rotation
-            Q = cross_model_rotation(aligned_ref, ref_b)
-            rotations = [a.rotation @ Q for a in alignments]
-        else:
-            first = np.asarray(writer.read_layer(job.name, ids[0]), dtype=np.float64)
-            aligned_ref = (first - alignments[0].center) @ alignments[0].rotation
-            rotations = [a.rotation for a in alignments]
-        for i, a, R in zip(ids, alignments, rotations):
-            writer.set_alignment(job.name, i, R, a.center)
-        layers = [np.asarray(writer.read_layer(job.name, i)) for i in ids]
-        per_model[job.name] = layers
-        cons = consecutive_similarity(layers)
-        job.meta["consecutive_similarity"] = [round(float(v), 6) for v in np.asarray(cons)]
+    result = align_models({job.name: [writer.read_layer(job.name, s.id) for s in job.layers] for job in jobs})
+    for job in jobs:
+        alignments = result.alignments[job.name]
+        for spec, a in zip(job.layers, alignments):
+            writer.set_alignment(job.name, spec.id, a.rotation, a.center)
+        job.meta["consecutive_similarity"] = [round(float(v), 6) for v in result.consecutive[job.name]]
         job.meta["alignment_residuals"] = [round(float(a.residual), 6) for a in alignments]
+    for (a, b), S in result.similarity.items():
+        writer.set_similarity(a, b, np.asarray(S, dtype=np.float32))
     timings["align_s"] = round(time.perf_counter() - t0, 3)
-    t0 = time.perf_counter()
-    names = [j.name for j in jobs]
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            writer.set_similarity(a, b, np.asarray(similarity_matrix(per_model[a], per_model[b]),
-                                                   dtype=np.float32))
-    timings["similarity_s"] = round(time.perf_counter() - t0, 3)
 
 
 def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareConfig = PrepareConfig(), *,
