@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="800x800", help="WxH in pixels (default 800x800)")
     p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
     p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--walk", type=float, metavar="SECONDS",
+                   help="step to the next layer every SECONDS (animated), to show every layer")
     p.add_argument("--out", type=Path, required=True, help="FILE.png, FILE.gif or FILE.mp4")
 
     p = sub.add_parser("import", help="import the original UMAP Tour data layout into a bundle")
@@ -209,6 +211,7 @@ def _demo(args: argparse.Namespace) -> int:
     import os
     import time
 
+    from engine import load_bundle
     from engine.demo import build_demo_bundle
 
     t0 = time.perf_counter()
@@ -224,8 +227,11 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.no_view and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return viewer_cli.view(parser.parse_args(["view", str(path)]))
     gif = args.gif or Path(path).with_name(Path(path).stem + "-tour.gif")
-    rc = viewer_cli.render(parser.parse_args(["render", str(path), "--frames", "90", "--size", "480x480",
-                                              "--out", str(gif)]))
+    n_layers = len(load_bundle(path).models["digits-cnn"].layers)
+    walk = 1.5  # seconds per layer: the clip tours every layer once, with animated transitions
+    rc = viewer_cli.render(parser.parse_args([
+        "render", str(path), "--size", "480x480", "--fps", "20", "--walk", str(walk),
+        "--frames", str(int(n_layers * walk * 20)), "--out", str(gif)]))
     if rc == 0:
         print(f"tour rendered to {gif}; explore it with: layertour view {path}")
     return rc

@@ -123,3 +123,32 @@ def test_render_without_any_x_server_uses_egl(tmp_path, rng):
     assert proc.returncode == 0, proc.stderr
     img = iio.imread(out)
     assert img.shape == (120, 160, 3) and img.std() > 1
+
+
+@pytest.mark.gl
+def test_walk_steps_through_every_layer_with_transitions(tmp_path, rng):
+    """--walk: each `walk` seconds the clip starts an animated step to the next layer (wrapping)."""
+    from engine import load_bundle
+    from viewer.canvas import TourCanvas
+    from viewer.headless import _capture, ensure_backend
+
+    ensure_backend()
+    b = load_bundle(_bundle(tmp_path / "b.lt", rng, layers=3))
+    canvas = TourCanvas(b, size=(120, 100), show=False, animate=False)
+    seen = []
+    real_set_layer = canvas.set_layer
+
+    def spy(i, animate=True):
+        seen.append((canvas.layer_index, i, animate))
+        real_set_layer(i, animate)
+
+    canvas.set_layer = spy
+    try:
+        _capture(canvas, tmp_path / "w.gif", frames=40, fps=10, walk=1.0)  # 4 s: steps at 1, 2, 3 s
+    finally:
+        canvas.close()
+    assert [(a, b_) for a, b_, _ in seen] == [(0, 1), (1, 2), (2, 0)]
+    assert all(anim for *_, anim in seen)
+    assert iio.imread(tmp_path / "w.gif", index=None).shape[0] == 40
+    with pytest.raises(ValueError, match="walk"):
+        _capture(None, tmp_path / "x.gif", frames=2, fps=10, walk=0)

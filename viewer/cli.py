@@ -120,7 +120,7 @@ def render(args) -> int:
         else:
             out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size,
                               frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
-                              render_path=args.render_path, seed=args.seed)
+                              render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None))
     except (KeyError, ValueError, IndexError) as exc:
         raise _cli_error()(str(exc).strip("'\"")) from exc
     print(f"wrote {out}")

@@ -81,11 +81,17 @@ def _check_out(out: Path, frames: int, fps: int) -> None:
         raise ValueError(f"--out {out}: a PNG holds one frame; use .gif or .mp4 for --frames {frames}")
 
 
-def _capture(canvas, out: Path, frames: int, fps: int) -> None:
+def _capture(canvas, out: Path, frames: int, fps: int, walk: float | None = None) -> None:
+    """Render ``frames`` frames ``1/fps`` s apart; with ``walk`` (seconds) step to the next layer
+    (animated, wrapping) every ``walk`` seconds, so one clip shows the whole network."""
+    if walk is not None and walk <= 0:
+        raise ValueError(f"walk must be > 0 seconds, got {walk}")
     images = []
     for i in range(frames):
         if i:
             canvas.advance(1.0 / fps)
+            if walk is not None and int(i / fps / walk) != int((i - 1) / fps / walk):
+                canvas.set_layer((canvas.layer_index + 1) % len(canvas.model.layers))
         images.append(np.ascontiguousarray(canvas.render()[..., :3]))
     out.parent.mkdir(parents=True, exist_ok=True)
     _write(out, images, fps)
@@ -126,13 +132,15 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
 
 def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames: int = 1, fps: int = 30,
                 state=None, dims: int = 2, color=None, render_path: str = "auto", seed: int = 0,
-                device: str = "auto", hud: bool = True, warmup: float = 0.0) -> Path:
+                device: str = "auto", hud: bool = True, warmup: float = 0.0,
+                walk: float | None = None) -> Path:
     """Render ``frames`` frames of the tour of ``bundle`` (a Bundle or a path) to ``out``.
 
     out : FILE.png (one frame), FILE.gif or FILE.mp4. state : saved view (path or dict from
     ``viewer.viewstate``) to start from, with its handles and selection. warmup : seconds of tour
-    to run before the first frame. Returns the output path. Raises ValueError for a bad suffix or
-    frame count, and the bundle's own errors for a bad bundle.
+    to run before the first frame. walk : step to the next layer every ``walk`` seconds of the
+    clip (animated transitions, wrapping to the first layer). Returns the output path. Raises
+    ValueError for a bad suffix or frame count, and the bundle's own errors for a bad bundle.
     """
     out = Path(out)
     _check_out(out, frames, fps)
@@ -159,7 +167,7 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
             viewstate.apply(canvas, st)
         if warmup > 0:
             canvas.advance(warmup)
-        _capture(canvas, out, frames, fps)
+        _capture(canvas, out, frames, fps, walk)
         log.info("rendered %d frame(s) with the %s path (%s) to %s", frames, canvas.render_path,
                  canvas.gl_renderer, out)
     finally:
