@@ -212,18 +212,21 @@ def _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs
 def trustworthiness(X, Y, k: int = 15, n_sample: int = 5000, seed: int = 0) -> float:
     """scikit-learn's trustworthiness of Y (N, p) for X (N, D) on a seeded sample of rows.
 
-    Both are copied to the host. Rows are sampled without replacement (the same rows of X and
-    Y) when N > n_sample. Returns a float in [0, 1]; 1 means every k-NN of Y is a k-NN in X.
+    Rows are sampled without replacement (the same rows of X and Y) when N > n_sample, on the
+    device where X and Y live; only the sampled rows are copied to the host (for a 50,000 × 51,200
+    CUDA layer that is 1 GB instead of 10 GB). Returns a float in [0, 1]; 1 means every k-NN of Y
+    is a k-NN in X.
     """
     from sklearn.manifold import trustworthiness as sk_trust
 
-    Xh, Yh = to_host(X), to_host(Y)
-    if Xh.shape[0] != Yh.shape[0]:
-        raise ValueError(f"trustworthiness: X has {Xh.shape[0]} rows, Y has {Yh.shape[0]}")
-    n = Xh.shape[0]
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"trustworthiness: X has {X.shape[0]} rows, Y has {Y.shape[0]}")
+    n = X.shape[0]
     if n > n_sample:
         idx = np.sort(np.random.default_rng(seed).choice(n, n_sample, replace=False))
-        Xh, Yh = Xh[idx], Yh[idx]
+        Xh, Yh = to_host(X[array_module(X).asarray(idx)]), to_host(Y[array_module(Y).asarray(idx)])
+    else:
+        Xh, Yh = to_host(X), to_host(Y)
     if k >= Xh.shape[0] / 2:
         raise ValueError(f"trustworthiness: k={k} must be below half the {Xh.shape[0]} sampled rows")
     return float(sk_trust(Xh.reshape(Xh.shape[0], -1), Yh, n_neighbors=k))
