@@ -295,7 +295,7 @@ def prepare_from_args(args) -> Path:
                   else InputRecipe.images(args.images, inputs.n))
         cluster = replace(cluster, inputs=recipe)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
-                   overwrite=getattr(args, "force", False) or args.resume, cluster=cluster)
+                   overwrite=getattr(args, "force", False), cluster=cluster)
 
 
 def _cluster_options(args):
