@@ -20,7 +20,7 @@ STUDY_DIR = Path(os.environ.get("LAYERTOUR_STUDY_DATA", REPO.parent / "shared" /
 REQUIRE_GPU = os.environ.get("LAYERTOUR_REQUIRE_GPU", "") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpu_status() -> tuple[bool, str]:
     """(available, reason) for a working CUDA device through CuPy."""
     try:
@@ -34,7 +34,7 @@ def gpu_status() -> tuple[bool, str]:
         return False, f"no usable CUDA device via CuPy ({type(exc).__name__}: {exc})"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gl_status() -> tuple[bool, str]:
     """(available, reason) for an OpenGL context through VisPy + glfw."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -64,6 +64,9 @@ def pytest_runtest_setup(item):
     if "gl" in item.keywords:
         ok, reason = gl_status()
         if not ok:
+            if REQUIRE_GPU and "gpu" in item.keywords:
+                # A GPU+GL test (CUDA-OpenGL interop) must not pass a GPU run by skipping.
+                pytest.fail(f"LAYERTOUR_REQUIRE_GPU=1 but no OpenGL context: {reason}", pytrace=False)
             pytest.skip(f"OpenGL test: {reason}")
 
 

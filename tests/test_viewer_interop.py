@@ -9,6 +9,8 @@ draws (same data, frame, blend, zoom and selection), with positions written by t
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -43,7 +45,10 @@ def test_cuda_interop_path_matches_shader_path(tmp_path, rng):
         try:
             c = TourCanvas(bundle, size=(480, 400), show=False, animate=False, render_path=path)
         except (RuntimeError, OSError) as exc:
-            pytest.skip(f"no OpenGL context on this GPU machine ({type(exc).__name__}: {exc})")
+            msg = f"no OpenGL context on this GPU machine ({type(exc).__name__}: {exc})"
+            if os.environ.get("LAYERTOUR_REQUIRE_GPU", "") not in ("", "0"):
+                pytest.fail(f"LAYERTOUR_REQUIRE_GPU=1 but {msg}", pytrace=False)
+            pytest.skip(msg)
         try:
             c.show_hud = False
             c.pause_tour()
