@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from vispy import app, gloo
 
+from engine.tour import smoothstep
 from viewer import colors as vcolors
 from viewer import overlay as vov
 from viewer.render_paths import choose_path, make_path
@@ -48,11 +49,6 @@ V1_HELP = [
     ("3", "toggle 2-D / 3-D projection"), ("s", "screenshot (PNG)"), ("h", "hide / show the HUD"),
     ("?", "this help"), ("q / esc", "quit"),
 ]
-
-
-def smoothstep(t: float) -> float:
-    t = min(max(float(t), 0.0), 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 class TourCanvas(app.Canvas):
@@ -204,17 +200,28 @@ class TourCanvas(app.Canvas):
         return (1.0 - s) * self.layer_extent(ia) + s * self.layer_extent(ib)
 
     def project_current(self, xp=np):
-        """(N, d) float32 data-space positions exactly as drawn now, in array module ``xp``."""
+        """(N, d) float32 data-space positions exactly as drawn now, in array module ``xp``.
+
+        Memoised on what determines them (model, layers, blend, frame, array module): hover,
+        brushing and handles ask for them on every mouse event, and while the tour is paused
+        nothing changes between events. Treat the result as read-only.
+        """
         import kernels
         from engine.device import to_host
 
         ia, ib, s = self._blend()
+        key = (self.model.name, ia, ib, float(s), np.asarray(self.frame).tobytes(), xp.__name__)
+        cached = getattr(self, "_projection_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         a, b = self.layer_data(ia), self.layer_data(ib)
         if xp is np:
             a, b = to_host(a), to_host(b)
         else:
             a, b = xp.asarray(a), xp.asarray(b)
-        return kernels.project(a, b, float(s), xp.asarray(self.frame))
+        out = kernels.project(a, b, float(s), xp.asarray(self.frame))
+        self._projection_cache = (key, out)
+        return out
 
     # ------------------------------------------------------------------ view mapping
     def pixels_per_unit(self) -> float:
@@ -761,7 +768,10 @@ class TourCanvas(app.Canvas):
         elif text == "3":
             self.set_dims(3 if self.dims == 2 else 2)
         elif text == "s":
-            self.status_message(f"screenshot: {self.screenshot()}")
+            try:
+                self.status_message(f"screenshot: {self.screenshot()}")
+            except (OSError, ValueError) as exc:
+                self.status_message(f"screenshot failed: {exc}")
         elif text == "h":
             self.show_hud = not self.show_hud
         elif text == "?":

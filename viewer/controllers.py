@@ -149,7 +149,11 @@ class BrushController:
             return
         directory = self.export_dir or Path.cwd()
         stem = f"{Path(str(canvas.bundle.path)).name}-selection-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = self.selection.export(directory / f"{stem}.csv", canvas.bundle)
+        try:
+            path = self.selection.export(directory / f"{stem}.csv", canvas.bundle)
+        except (OSError, ValueError) as exc:  # unwritable directory, full disk: say so in the window
+            canvas.status_message(f"export failed: {exc}")
+            return
         canvas.status_message(f"exported {self.selection.count} points to {path}")
 
     def on_mouse_press(self, canvas, event) -> bool:
@@ -464,8 +468,12 @@ class ViewStateController:
     def on_key_press(self, canvas, event) -> bool:
         k = key_name(event)
         if k == "v":
-            path = viewstate.save(viewstate.default_path(canvas.bundle, self.directory),
-                                  viewstate.capture(canvas))
+            try:
+                path = viewstate.save(viewstate.default_path(canvas.bundle, self.directory),
+                                      viewstate.capture(canvas))
+            except (OSError, ValueError) as exc:
+                canvas.status_message(f"saving the view failed: {exc}")
+                return True
             self.state_path = path
             canvas.status_message(f"view saved to {path}")
             return True

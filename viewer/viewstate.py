@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.tour import smoothstep
 from viewer.selection import write_atomic
 
 FORMAT = "layertour-view"
@@ -241,11 +242,6 @@ def _handle_set(canvas):
         if hs is not None and hasattr(hs, "add_centroid"):
             return hs
     return None
-
-
-def smoothstep(t: float) -> float:
-    t = min(max(float(t), 0.0), 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 @dataclass
