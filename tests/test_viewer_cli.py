@@ -152,3 +152,31 @@ def test_walk_steps_through_every_layer_with_transitions(tmp_path, rng):
     assert iio.imread(tmp_path / "w.gif", index=None).shape[0] == 40
     with pytest.raises(ValueError, match="walk"):
         _capture(None, tmp_path / "x.gif", frames=2, fps=10, walk=0)
+
+
+@pytest.mark.gl
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_an_interrupted_render_leaves_nothing_at_out(tmp_path, rng, suffix):
+    """Frames go to a temporary file beside --out, renamed into place only when the clip is complete."""
+    from engine import load_bundle
+    from viewer.canvas import TourCanvas
+    from viewer.headless import _capture, ensure_backend
+
+    ensure_backend()
+    canvas = TourCanvas(load_bundle(_bundle(tmp_path / "b.lt", rng)), size=(64, 48), show=False, animate=False)
+    real_render, calls = canvas.render, []
+
+    def failing_render(*a, **k):  # the GL context dies on the third frame
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("context lost")
+        return real_render(*a, **k)
+
+    canvas.render = failing_render
+    out = tmp_path / f"clip{suffix}"
+    try:
+        with pytest.raises(RuntimeError, match="context lost"):
+            _capture(canvas, out, frames=5, fps=10)
+    finally:
+        canvas.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.lt"]

@@ -52,22 +52,50 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
-    import imageio.v2 as iio2
-    import imageio.v3 as iio
+class _FrameSink:
+    """Writes frames to ``out`` atomically: into ``.<name>.tmp<suffix>`` beside it, renamed into
+    place on success and removed on failure, so an interrupted render never leaves a truncated
+    file at ``out``. MP4 frames are encoded as they come (a long clip is never held in memory);
+    a GIF is assembled at the end (its palette is chosen over all frames); a PNG keeps the last."""
 
-    ext = out.suffix.lower()
-    if ext == ".png":
-        iio.imwrite(out, frames[-1])
-    elif ext == ".gif":
-        iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
-    else:
-        h, w = frames[0].shape[:2]
-        even = [f[: h - h % 2, : w - w % 2] for f in frames]  # yuv420p needs even sides
-        with iio2.get_writer(out, format="FFMPEG", fps=fps, codec="libx264", quality=8,
-                             macro_block_size=1, pixelformat="yuv420p") as wr:
-            for f in even:
-                wr.append_data(f)
+    def __init__(self, out: Path, fps: int):
+        self.out, self.fps = out, fps
+        self.ext = out.suffix.lower()
+        self.tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+        self.frames: list[np.ndarray] = []
+        self.writer = None
+
+    def __enter__(self):
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def append(self, frame: np.ndarray) -> None:
+        if self.ext != ".mp4":
+            self.frames = [frame] if self.ext == ".png" else self.frames + [frame]
+            return
+        if self.writer is None:
+            import imageio.v2 as iio2
+
+            self.writer = iio2.get_writer(self.tmp, format="FFMPEG", fps=self.fps, codec="libx264", quality=8,
+                                          macro_block_size=1, pixelformat="yuv420p")
+        h, w = frame.shape[:2]
+        self.writer.append_data(frame[: h - h % 2, : w - w % 2])  # yuv420p needs even sides
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import imageio.v3 as iio
+
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            if exc_type is None:
+                if self.ext == ".png":
+                    iio.imwrite(self.tmp, self.frames[-1], extension=".png")
+                elif self.ext == ".gif":
+                    iio.imwrite(self.tmp, np.stack(self.frames), extension=".gif",
+                                duration=1000.0 / self.fps, loop=0)
+                os.replace(self.tmp, self.out)
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _check_out(out: Path, frames: int, fps: int) -> None:
@@ -86,15 +114,13 @@ def _capture(canvas, out: Path, frames: int, fps: int, walk: float | None = None
     (animated, wrapping) every ``walk`` seconds, so one clip shows the whole network."""
     if walk is not None and walk <= 0:
         raise ValueError(f"walk must be > 0 seconds, got {walk}")
-    images = []
-    for i in range(frames):
-        if i:
-            canvas.advance(1.0 / fps)
-            if walk is not None and int(i / fps / walk) != int((i - 1) / fps / walk):
-                canvas.set_layer((canvas.layer_index + 1) % len(canvas.model.layers))
-        images.append(np.ascontiguousarray(canvas.render()[..., :3]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, images, fps)
+    with _FrameSink(out, fps) as sink:
+        for i in range(frames):
+            if i:
+                canvas.advance(1.0 / fps)
+                if walk is not None and int(i / fps / walk) != int((i - 1) / fps / walk):
+                    canvas.set_layer((canvas.layer_index + 1) % len(canvas.model.layers))
+            sink.append(np.ascontiguousarray(canvas.render()[..., :3]))
 
 
 def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, size=(1600, 800),
