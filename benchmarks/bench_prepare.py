@@ -37,7 +37,8 @@ def bench_cpu(args) -> dict:
         wall = time.perf_counter() - t0
         b = load_bundle(path)
         prov = b.provenance
-        layers = [(layer.id, layer.source_dim, layer.meta.get("umap_seconds"), layer.meta.get("trustworthiness"))
+        layers = [(layer.id, layer.source_dim, layer.meta.get("umap_seconds"),
+                   layer.meta.get("trustworthiness"))
                   for layer in b.models["digits-cnn"].layers]
     return {"case": "demo (digits CNN, 8 layers, N=1797)", "device": "cpu", "wall_s": round(wall, 2),
             "timings": prov.get("timings", {}), "layers": layers}
@@ -98,7 +99,8 @@ def bench_gpu(args) -> dict:
         t0 = time.perf_counter()
         res = embed(sample_layer, backend="umap-learn", seed=42)
         out["umap_learn_one_layer"] = {"layer": args.umap_layer, "n": int(sample_layer.shape[0]),
-                                       "d": int(sample_layer.shape[1]), "seconds": round(time.perf_counter() - t0, 2),
+                                       "d": int(sample_layer.shape[1]),
+                                       "seconds": round(time.perf_counter() - t0, 2),
                                        "knn": res.knn_algorithm}
     return out
 

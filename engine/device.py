@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 import numpy as np
@@ -74,7 +74,7 @@ def _probe_cuda() -> tuple[bool, str]:
         return False, f"CUDA device unusable ({type(exc).__name__}: {exc})"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _resolve(choice: str) -> Backend:
     if choice == "cpu":
         return Backend("cpu", np, _cpu_name(), "requested")

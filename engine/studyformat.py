@@ -547,8 +547,15 @@ def export_umap_tour(bundle_path, out_dir, models=None) -> list[Path]:
             meta = _meta_json(bundle, model, csv_cols, label_files)
             meta_tmp = out_dir / f".meta-{nm}.partial.json"
             meta_tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            stage.rename(out_dir / nm)
-            meta_tmp.rename(out_dir / f"meta-{nm}-{bundle.dim}D.json")
+            # The meta file first: if the directory's rename then fails, the except below removes
+            # the meta again, and no model directory without its meta is ever left behind.
+            meta_final = out_dir / f"meta-{nm}-{bundle.dim}D.json"
+            meta_tmp.rename(meta_final)
+            try:
+                stage.rename(out_dir / nm)
+            except BaseException:
+                meta_final.unlink(missing_ok=True)
+                raise
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             (out_dir / f".meta-{nm}.partial.json").unlink(missing_ok=True)
