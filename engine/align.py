@@ -24,9 +24,7 @@ Maths (``../shared/research/anchors-umap-tour.md`` §A.4, §A.7, §A.10):
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -525,18 +523,6 @@ def viridis(t) -> np.ndarray:
     return np.rint(rgb).astype(np.uint8)
 
 
-def _write_atomic(out: Path, write: Callable[[Path], None]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(path: Path, S: np.ndarray, rows: list[str], cols: list[str], corner: str) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -597,9 +583,12 @@ def export_similarity(bundle_path, a: str, b: str, out, device: str = "auto", *,
             f"similarity matrix for {a!r} x {b!r} in {bundle_path} has shape {S.shape}, "
             f"expected {(len(ma.layers), len(mb.layers))}"
         )
+    from engine.store import write_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
     if kind == ".csv":
         rows, cols = [lay.id for lay in ma.layers], [lay.id for lay in mb.layers]
-        _write_atomic(out, lambda p: _write_csv(p, S, rows, cols, f"{a}\\{b}"))
+        write_atomic(out, lambda p: _write_csv(p, S, rows, cols, f"{a}\\{b}"))
     else:
-        _write_atomic(out, lambda p: _write_png(p, S, cell_px))
+        write_atomic(out, lambda p: _write_png(p, S, cell_px))
     return out

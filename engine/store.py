@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -350,7 +351,7 @@ def _crc(a: np.ndarray) -> str:
 # writing
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_path(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -363,15 +364,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(path, write) -> Path:
+    """Create or replace ``path`` atomically: ``write(tmp)`` fills a unique temporary file beside it,
+    which is fsynced and renamed over ``path``; on any failure the temporary file is removed and
+    ``path`` is untouched. The one atomic-write helper of the code base (bundles, CSV/PNG exports,
+    saved views, selections)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp_s = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_s)
+    try:
+        write(tmp)
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _write_json(path: Path, obj) -> None:
-    """Write JSON to a temp name, fsync, then rename over ``path`` (atomic on POSIX)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (:func:`write_atomic`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.write("\n")
+
+    write_atomic(path, write)
 
 
 def _save_npy(path: Path, arr: np.ndarray, *, finite_label: str | None = None) -> str:
@@ -674,14 +696,14 @@ class BundleWriter:
         _write_json(self.staging / MANIFEST, man)
         load_bundle(self.staging)  # the bundle must read back before it replaces anything
         (self.staging / PROGRESS).unlink()
-        _fsync_dir(self.staging)
+        _fsync_path(self.staging)
         self._check_target()
         old = None
         if self.path.exists():
             old = self.path.parent / f".{self.path.name}.old-{os.getpid()}-{time.monotonic_ns()}"
             os.replace(self.path, old)
         os.replace(self.staging, self.path)
-        _fsync_dir(self.path.parent)
+        _fsync_path(self.path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self._closed = True
