@@ -282,44 +282,63 @@ def record(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", batch_
             return be.xp.from_dlpack(acc.detach())
         return acc.numpy()
 
-    def run_group(group: list[LayerSpec], bs: int, label: str):
-        need = {s.id: n * dims[s.id] * 4 for s in group}
+    def split_or_fail(group: list[LayerSpec], label: str, why: str):
+        """Out of device memory with ``group``: record its halves one after the other, or, for a
+        single layer, raise with the memory it needs."""
+        if len(group) > 1:
+            log.warning("out of device memory %s with %d layers in one pass; splitting them", why, len(group))
+            half = len(group) // 2
+            yield from run_group(group[:half], label + "a")
+            yield from run_group(group[half:], label + "b")
+            return
+        spec = group[0]
+        raise MemoryBudgetError(
+            f"layer {spec.id}: out of device memory {why}; its activations alone need "
+            f"{n * dims[spec.id] * 4:,} bytes ({n:,} × {dims[spec.id]:,} float32) plus one forward pass")
+
+    def run_group(group: list[LayerSpec], label: str):
+        # The accumulators first: if they do not fit, a smaller batch cannot help; split at once.
         try:
-            accs = _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, label, progress)
+            accs = {s.id: torch.empty((n, dims[s.id]), dtype=torch.float32, device=device) for s in group}
         except torch.OutOfMemoryError:
             accs = None
         if accs is None:
             if be.is_cuda:
                 torch.cuda.empty_cache()
-            if bs > 1:
-                log.warning("out of device memory at batch size %d; retrying with %d", bs, bs // 2)
-                yield from run_group(group, bs // 2, label)
-            elif len(group) > 1:
-                log.warning("out of device memory with %d layers in one pass; splitting them", len(group))
-                half = len(group) // 2
-                yield from run_group(group[:half], batch_size, label + "a")
-                yield from run_group(group[half:], batch_size, label + "b")
-            else:
-                spec = group[0]
-                raise MemoryBudgetError(
-                    f"layer {spec.id}: out of device memory even at batch size 1; its activations alone need "
-                    f"{need[spec.id]:,} bytes ({n:,} × {dims[spec.id]:,} float32) plus one forward pass")
+            yield from split_or_fail(group, label, "allocating the accumulators")
             return
+        bs = batch_size
+        while True:  # an OOM in the forward pass is retried with half the batch, down to 1
+            try:
+                _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, label, progress,
+                      accs)
+                break
+            except torch.OutOfMemoryError:
+                if be.is_cuda:
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    del accs
+                    if be.is_cuda:
+                        torch.cuda.empty_cache()
+                    yield from split_or_fail(group, label, "even at batch size 1")
+                    return
+                log.warning("out of device memory at batch size %d; retrying with %d", bs, bs // 2)
+                bs //= 2
         for spec in group:
             acc = accs.pop(spec.id)
             _check_finite(spec, acc)
             yield spec, to_xp(acc)
 
     for gi, gids in enumerate(groups):
-        yield from run_group([by_id[i] for i in gids], batch_size, f"group {gi + 1}/{len(groups)}")
+        yield from run_group([by_id[i] for i in gids], f"group {gi + 1}/{len(groups)}")
 
 
-def _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, label, progress):
-    """One pass over the inputs for ``group``: dict id -> (n, D) float32 torch tensor on ``device``."""
+def _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, label, progress, accs):
+    """One pass over the inputs for ``group``, filling ``accs`` (id -> (n, D) float32 torch tensor on
+    ``device``, allocated by the caller) batch by batch; returns ``accs``."""
     import torch
     from tqdm.auto import tqdm
 
-    accs = {s.id: torch.empty((n, dims[s.id]), dtype=torch.float32, device=device) for s in group}
     pos = [0, 0]  # start row, rows in the current batch
 
     def sink(spec, t):
