@@ -51,6 +51,44 @@ V1_HELP = [
 ]
 
 
+def common_key(win, text: str, key: str) -> bool | None:
+    """The keys every tour window shares (single view and compare view): play/pause, speed,
+    scrub back, reset, colouring, screenshot, HUD, help, quit. ``win`` needs ``tour``,
+    ``status_message``, ``reset_view``, ``cycle_coloring``, ``screenshot``, ``show_hud``,
+    ``show_help`` and ``close``. Returns True when the key was handled, False when it is not one of
+    these, None when the window was closed."""
+    key = key.lower()
+    tour = win.tour
+    if text == " " or key == "space":
+        tour.pause() if tour.playing else tour.play()
+    elif text in ("+", "=", "-", "_"):
+        tour.speed = tour.speed * 1.25 if text in ("+", "=") else tour.speed / 1.25
+        win.status_message(f"tour speed ×{tour.speed:.3g}")
+    elif key in ("backspace", "left"):
+        tour.pause()
+        tour.rewind(SCRUB_SECONDS)
+        win.status_message("scrubbed back (space resumes)")
+    elif text == "r":
+        win.reset_view()
+    elif text == "c":
+        win.cycle_coloring()
+    elif text == "s":
+        try:
+            win.status_message(f"screenshot: {win.screenshot()}")
+        except (OSError, ValueError) as exc:  # unwritable directory: say so in the window
+            win.status_message(f"screenshot failed: {exc}")
+    elif text == "h":
+        win.show_hud = not win.show_hud
+    elif text == "?":
+        win.show_help = not win.show_help
+    elif text == "q" or key == "escape":
+        win.close()
+        return None
+    else:
+        return False
+    return True
+
+
 class TourCanvas(app.Canvas):
     """Interactive Grand Tour of one model of a bundle (see module docstring).
 
@@ -433,6 +471,11 @@ class TourCanvas(app.Canvas):
         else:
             self.transition = None
         self.layer_index = i
+        self._layers_changed()
+
+    def _layers_changed(self) -> None:
+        """After the shown layer or model changed: movement colouring is relative to the previous
+        layer, so recompute it; tell the controllers (handles recompute their centroids); redraw."""
         if self.coloring is not None and self.coloring.name == "movement":
             self.set_coloring("movement")
         for c in self.controllers:
@@ -459,13 +502,7 @@ class TourCanvas(app.Canvas):
         self.layer_index = min(self.layer_index, len(m.layers) - 1)
         self._path.release()
         self.color_options = self._color_options()
-        if self.coloring.name == "movement":
-            self.set_coloring("movement")
-        for c in self.controllers:
-            fn = getattr(c, "on_layer_changed", None)
-            if fn is not None:
-                fn(self)
-        self.update()
+        self._layers_changed()
 
     def advance(self, dt: float) -> None:
         """Move time on by ``dt`` seconds: the tour (slower when zoomed in), the layer transition,
@@ -737,48 +774,19 @@ class TourCanvas(app.Canvas):
         text = event.text or ""
         name = event.key.name if event.key is not None else ""
         L = len(self.model.layers)
-        if text == " " or name == "Space":
-            if self.tour.playing:
-                self.tour.pause()
-            else:
-                self.tour.play()
-        elif text in ("+", "="):
-            self.tour.speed = self.tour.speed * 1.25
-            self.status_message(f"tour speed ×{self.tour.speed:.3g}")
-        elif text in ("-", "_"):
-            self.tour.speed = self.tour.speed / 1.25
-            self.status_message(f"tour speed ×{self.tour.speed:.3g}")
-        elif name in ("Backspace", "Left"):
-            self.tour.pause()
-            self.tour.rewind(SCRUB_SECONDS)
-            self.status_message("scrubbed back (space resumes)")
-        elif text == "j":
+        if text == "j":
             self.set_layer((self.layer_index + 1) % L)
         elif text == "k":
             self.set_layer((self.layer_index - 1) % L)
         elif text == "m" and len(self.bundle.models) > 1:
             names = list(self.bundle.models)
             self.set_model(names[(names.index(self.model.name) + 1) % len(names)])
-        elif text == "r":
-            self.reset_view()
-        elif text == "c":
-            self.cycle_coloring()
         elif text == "i":
             self.set_image_mode(not self.image_mode)
         elif text == "3":
             self.set_dims(3 if self.dims == 2 else 2)
-        elif text == "s":
-            try:
-                self.status_message(f"screenshot: {self.screenshot()}")
-            except (OSError, ValueError) as exc:
-                self.status_message(f"screenshot failed: {exc}")
-        elif text == "h":
-            self.show_hud = not self.show_hud
-        elif text == "?":
-            self.show_help = not self.show_help
-        elif text == "q" or name == "Escape":
-            self.close()
-            return
+        elif common_key(self, text, name) is None:
+            return  # the window closed
         self.update()
 
     def on_close(self, event) -> None:

@@ -30,10 +30,11 @@ from types import SimpleNamespace
 import numpy as np
 from vispy import app, gloo
 
+from engine.tour import smoothstep
 from viewer import colors as vcolors
 from viewer import heatmap as vhm
 from viewer import overlay as vov
-from viewer.canvas import FADE_ALPHA, POINT_ALPHA, SCRUB_SECONDS, TRANSITION_SECONDS, TourCanvas, smoothstep
+from viewer.canvas import FADE_ALPHA, POINT_ALPHA, TRANSITION_SECONDS, TourCanvas, common_key
 from viewer.render_paths import choose_path, make_path
 
 log = logging.getLogger("layertour.viewer")
@@ -746,33 +747,13 @@ class CompareCanvas(app.Canvas):
         elif self.controllers and k in ("x", "e", "/", "enter", "return", "escape") and \
                 self._dispatch(focus, "on_key_press", event):
             pass
-        elif text == " " or k == "space":
-            self.tour.pause() if self.tour.playing else self.tour.play()
-        elif text in ("+", "="):
-            self.tour.speed = self.tour.speed * 1.25
-        elif text in ("-", "_"):
-            self.tour.speed = self.tour.speed / 1.25
-        elif k in ("backspace", "left"):
-            self.tour.pause()
-            self.tour.rewind(SCRUB_SECONDS)
         elif text in ("j", "k"):
             step = 1 if text == "j" else -1
             focus.set_layer((focus.layer_index + step) % len(focus.model.layers))
         elif text == "t":
             self.show_heatmap = not self.show_heatmap
-        elif text == "r":
-            self.reset_view()
-        elif text == "c":
-            self.cycle_coloring()
-        elif text == "s":
-            self.status_message(f"screenshot: {self.screenshot()}")
-        elif text == "h":
-            self.show_hud = not self.show_hud
-        elif text == "?":
-            self.show_help = not self.show_help
-        elif text == "q" or k == "escape":
-            self.close()
-            return
+        elif common_key(self, text, k) is None:
+            return  # the window closed
         self.update()
 
     def on_close(self, event) -> None:
