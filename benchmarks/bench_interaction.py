@@ -25,34 +25,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _sync(xp):
-    if xp.__name__ == "cupy":
-        xp.cuda.Device().synchronize()
-
-
-def _bandwidth(xp) -> float:
-    """Copy bandwidth in bytes/s (read + write of a 256 MB array, median of 5)."""
-    a = xp.ones(64 * 2**20, dtype=xp.float32)
-    b = xp.empty_like(a)
-    times = []
-    for _ in range(6):
-        _sync(xp)
-        t = time.perf_counter()
-        b[...] = a
-        _sync(xp)
-        times.append(time.perf_counter() - t)
-    return 2 * a.nbytes / statistics.median(times[1:])
+from benchmarks._common import copy_bandwidth, sync  # noqa: E402
 
 
 def _time(fn, xp, repeat):
     fn()
     times = []
     for _ in range(repeat):
-        _sync(xp)
+        sync(xp)
         t = time.perf_counter()
         fn()
-        _sync(xp)
+        sync(xp)
         times.append(time.perf_counter() - t)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
@@ -84,7 +67,7 @@ def run(xp, n, p, repeat, rng) -> list[dict]:
     hs = HandleSet(p)
     h = hs.add_centroid(members)
     frame, _ = np.linalg.qr(rng.normal(size=(p, 2)))
-    bw = _bandwidth(xp)
+    bw = copy_bandwidth(xp)
 
     def centroid():
         hs._centroids.clear()

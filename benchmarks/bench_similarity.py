@@ -35,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import copy_bandwidth, sync  # noqa: E402
 from engine.align import similarity, similarity_matrix  # noqa: E402
 from engine.device import CudaUnavailableError, resolve, to_host  # noqa: E402
 
@@ -60,35 +61,15 @@ def synthetic(seed: int = 0) -> dict[str, list[np.ndarray]]:
                 for _ in range(k)] for m, k in COUNTS.items()}
 
 
-def _sync(xp) -> None:
-    if xp.__name__ == "cupy":
-        xp.cuda.Device().synchronize()
-
-
-def bandwidth(xp) -> float:
-    """Copy bandwidth in bytes/s (read + write of a 256 MB array, median of 5 after a warm-up)."""
-    a = xp.ones(64 * 2**20, dtype=xp.float32)
-    b = xp.empty_like(a)
-    times = []
-    for _ in range(6):
-        _sync(xp)
-        t = time.perf_counter()
-        b[...] = a
-        _sync(xp)
-        times.append(time.perf_counter() - t)
-    del a, b
-    return 2 * 64 * 2**20 * 4 / statistics.median(times[1:])
-
-
 def timed(fn, xp, repeat: int, warmup=None):
     """(median s, min s, last result) of ``repeat`` synchronised runs after one warm-up call."""
     (warmup or fn)()
     times, result = [], None
     for _ in range(repeat):
-        _sync(xp)
+        sync(xp)
         t = time.perf_counter()
         result = fn()
-        _sync(xp)
+        sync(xp)
         times.append(time.perf_counter() - t)
     return statistics.median(times), min(times), result
 
@@ -103,7 +84,7 @@ def bench_device(backend, data, repeat: int, note: str) -> tuple[list[dict], dic
     n, p = SHAPE
     la, lb = len(data["resnet50"]), len(data["googlenet"])
     in_bytes = (la + lb) * n * p * 4
-    bw = bandwidth(xp)
+    bw = copy_bandwidth(xp)
     floor = in_bytes / bw
     flops = 2.0 * n * (la * p) * (lb * p)
     rows, results = [], {}
@@ -111,7 +92,7 @@ def bench_device(backend, data, repeat: int, note: str) -> tuple[list[dict], dic
     t = time.perf_counter()
     ra = [xp.asarray(L) for L in data["resnet50"]]
     gb = [xp.asarray(L) for L in data["googlenet"]]
-    _sync(xp)
+    sync(xp)
     if xp is not np:
         rows.append(dict(case="upload (host -> device)", median_ms=(time.perf_counter() - t) * 1e3,
                          min_ms=None, runs=1))

@@ -38,29 +38,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import copy_bandwidth  # noqa: E402
+
 DEFAULT_SIZES = "5e4,1e6,1e7,2e7"
 
 
-def host_bandwidth_gbs(nbytes: int = 1 << 28, reps: int = 3) -> float:
-    """Host memory bandwidth (read + write) measured with a NumPy copy, GB/s."""
-    a = np.ones(nbytes // 8)
-    b = np.empty_like(a)
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        np.copyto(b, a)
-        best = min(best, time.perf_counter() - t)
-    return 2 * a.nbytes / best / 1e9
-
-
 def device_bandwidth_gbs() -> tuple[float, str] | None:
+    """Measured device copy bandwidth (GB/s) and the GPU's name, or None without CuPy + a GPU."""
     try:
         import cupy as cp
 
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-        bw = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8 / 1e9
-        return bw, name
+        return copy_bandwidth(cp) / 1e9, name
     except Exception:
         return None
 
@@ -208,9 +198,9 @@ def main(argv=None) -> int:
     if args.bandwidth_gbs:
         bw, bw_src = args.bandwidth_gbs, "given"
     elif dev is not None:
-        bw, bw_src = dev[0], f"{dev[1]} (clock x bus)"
+        bw, bw_src = dev[0], f"{dev[1]} (device copy, measured)"
     else:
-        bw, bw_src = host_bandwidth_gbs(), "host memcpy (llvmpipe renders on the CPU)"
+        bw, bw_src = copy_bandwidth(np) / 1e9, "host copy (llvmpipe renders on the CPU)"
     w, h = parse_size(args.window)
     rows = []
     renderer = None
