@@ -355,7 +355,9 @@ def align_models(models: dict) -> ModelsAlignment:
             Q = cross_model_rotation(ref, al[0].apply(layers[0]))
             al = [Alignment(a.rotation @ Q, a.center, a.residual) for a in al]
         alignments[name] = al
-        consecutive[name] = to_host(consecutive_similarity(layers)) if len(layers) > 1 else np.zeros(0)
+        # The chain's normalised residuals already hold the consecutive similarities
+        # (residual = 2 (1 - S) for centred, unit-norm layers): no second pass over the layers.
+        consecutive[name] = np.array([1.0 - a.residual / 2.0 for a in al[1:]], dtype=np.float64)
     names = list(models)
     sims = {(a, b): to_host(similarity_matrix(models[a], models[b]))
             for i, a in enumerate(names) for b in names[i + 1:]}

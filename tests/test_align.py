@@ -451,3 +451,26 @@ def test_export_similarity_errors(tmp_path, rng):
     with pytest.raises(ValueError, match="at least 8 pixels"):
         align.export_similarity(path, "alpha", "beta", tmp_path / "S.png", cell_px=4)
     assert not (tmp_path / "S.csv").exists()
+
+
+def test_align_models_joins_models_and_derives_consecutive_similarity(rng):
+    """align_models: every model in the first model's frame; consecutive similarities taken from the
+    chain's residuals equal the direct formula; the pair matrix equals similarity_matrix."""
+    from engine.align import align_models
+
+    n, p = 400, 6
+    base = rng.standard_normal((n, p))
+    a_layers = [base + 0.3 * rng.standard_normal((n, p)) for _ in range(3)]
+    Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
+    b_layers = [(x + 0.2 * rng.standard_normal((n, p))) @ Q + rng.uniform(-5, 5, p) for x in a_layers[:2]]
+    res = align_models({"a": a_layers, "b": b_layers})
+    for name, layers in (("a", a_layers), ("b", b_layers)):
+        np.testing.assert_allclose(res.consecutive[name], consecutive_similarity(layers), atol=1e-12)
+    np.testing.assert_allclose(res.similarity[("a", "b")], similarity_matrix(a_layers, b_layers), atol=1e-12)
+    # B's first layer, in the joint frame, lies on A's first layer (up to the added noise)
+    a0 = res.alignments["a"][0].apply(a_layers[0])
+    b0 = res.alignments["b"][0].apply(b_layers[0])
+    raw = np.linalg.norm((b_layers[0] - b_layers[0].mean(0)) - a0)
+    assert np.linalg.norm(b0 - a0) < 0.5 * raw
+    for al in res.alignments["b"]:
+        np.testing.assert_allclose(al.rotation.T @ al.rotation, np.eye(p), atol=1e-12)
