@@ -3,8 +3,12 @@
 
 Argument parsing only: each subcommand imports its stage lazily and calls one function, so
 ``layertour --help`` and ``layertour info`` start fast and never load torch or CuPy needlessly.
-This module is the product's composition point: it is the one place in ``engine`` that reaches
-into ``viewer`` (for ``view`` and ``render``), and only inside those subcommands.
+
+Subcommands that live above the engine (``view`` and ``render``, owned by :mod:`viewer.cli`)
+are *registered*, not imported: every installed entry point of the group ``layertour.commands``
+names a ``register(subparsers)`` function that adds its subcommands and sets each one's
+``handler`` default (a callable taking the parsed Namespace and returning an exit status). The
+engine therefore never imports the viewer, and each side owns its own options and errors.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from engine.errors import UserError
 
 EPILOG = """\
 examples:
@@ -26,26 +32,16 @@ examples:
 """
 
 
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+COMMAND_GROUP = "layertour.commands"
+
+
+class CliError(UserError):
+    """A mistake in the engine's own subcommands' arguments: printed without a traceback, exit 2."""
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
                    help="compute back end (default auto: CUDA when available; env LAYERTOUR_DEVICE)")
-
-
-def _add_view_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", type=Path, help="bundle directory (from prepare, import or demo)")
-    p.add_argument("--model", help="model to show (default: the bundle's first model)")
-    p.add_argument("--layer", help="layer id or index to start on (default: the first layer)")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="show models A and B side by side")
-    p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2-D or 3-D projection (default 2)")
-    p.add_argument("--state", type=Path, help="saved view (JSON) to start from")
-    p.add_argument("--color", help="attribute to colour by (default: the bundle's default label set)")
-    p.add_argument("--render-path", default="auto", choices=["auto", "cuda", "copy", "shader"],
-                   help="auto picks CUDA-GL interop on NVIDIA, else the vertex-shader path")
-    p.add_argument("--seed", type=int, default=0, help="seed of the tour's random targets")
 
 
 def _add_cluster(p: argparse.ArgumentParser) -> None:
@@ -114,17 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     _add_cluster(p)
 
-    p = sub.add_parser("view", help="open the interactive Grand Tour viewer on a bundle")
-    _add_view_args(p)
-
-    p = sub.add_parser("render", help="render a bundle's tour headless to PNG, GIF or MP4")
-    _add_view_args(p)
-    p.add_argument("--size", default="800x800", help="WxH in pixels (default 800x800)")
-    p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--walk", type=float, metavar="SECONDS",
-                   help="step to the next layer every SECONDS (animated), to show every layer")
-    p.add_argument("--out", type=Path, required=True, help="FILE.png, FILE.gif or FILE.mp4")
+    for register in _registered_commands():
+        register(sub)
+    parser.commands = sub.choices  # name -> subparser: lets callers ask which commands are installed
 
     p = sub.add_parser("import", help="import the original UMAP Tour data layout into a bundle")
     p.add_argument("dirs", nargs="+", type=Path, help="model directories (each with schema.json)")
@@ -153,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="store, tour, similarity, prepare, viewer, scale")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return parser
+
+
+def _registered_commands() -> list:
+    """The ``register(subparsers)`` functions of the installed ``layertour.commands`` entry points
+    (the viewer's ``view``/``render``), in name order; an entry point that fails to load is
+    reported once and skipped, so the engine's own commands keep working."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        try:
+            found.append(ep.load())
+        except Exception as exc:  # a broken optional part must not take the engine's commands down
+            logging.getLogger("layertour").warning("subcommands %r not loaded: %s", ep.name, exc)
+    return found
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -188,12 +191,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if cmd == "demo":
         return _demo(args)
-    if cmd in ("view", "render"):
-        try:
-            import viewer.cli as viewer_cli
-        except ImportError as exc:
-            raise CliError(f"the viewer is not installed ({exc}); pip install 'layertour[viewer]'") from exc
-        return viewer_cli.view(args) if cmd == "view" else viewer_cli.render(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return handler(args)
     if cmd == "bench":
         import runpy
 
@@ -218,20 +218,20 @@ def _demo(args: argparse.Namespace) -> int:
     path = build_demo_bundle(args.out, device=args.device, resume=args.resume,
                              cluster=args.cluster, scheduler=args.scheduler)
     print(f"demo bundle written to {path} in {time.perf_counter() - t0:.0f}s")
-    try:
-        import viewer.cli as viewer_cli
-    except ImportError as exc:
-        print(f"viewer not installed ({exc}); open the bundle later with: layertour view {path}")
-        return 0
     parser = build_parser()
+    if "render" not in parser.commands:
+        print(f"the viewer is not installed; pip install 'layertour[viewer]', then: layertour view {path}")
+        return 0
     if not args.no_view and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return viewer_cli.view(parser.parse_args(["view", str(path)]))
+        view = parser.parse_args(["view", str(path)])
+        return view.handler(view)
     gif = args.gif or Path(path).with_name(Path(path).stem + "-tour.gif")
     n_layers = len(load_bundle(path).models["digits-cnn"].layers)
     walk = 1.5  # seconds per layer: the clip tours every layer once, with animated transitions
-    rc = viewer_cli.render(parser.parse_args([
+    render = parser.parse_args([
         "render", str(path), "--size", "480x480", "--fps", "20", "--walk", str(walk),
-        "--frames", str(int(n_layers * walk * 20)), "--out", str(gif)]))
+        "--frames", str(int(n_layers * walk * 20)), "--out", str(gif)])
+    rc = render.handler(render)
     if rc == 0:
         print(f"tour rendered to {gif}; explore it with: layertour view {path}")
     return rc
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.device import CudaUnavailableError
 
     # Errors a user can fix (bad paths, arguments, data) print one line; -v adds the traceback.
-    user_errors: tuple[type[BaseException], ...] = (CliError, CudaUnavailableError, OSError, ValueError)
+    user_errors: tuple[type[BaseException], ...] = (UserError, CudaUnavailableError, OSError, ValueError)
     try:
         from engine.store import BundleError
 

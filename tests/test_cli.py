@@ -116,3 +116,26 @@ def test_console_script(tmp_path, two_dirs):
     again = subprocess.run([str(script), "import", str(a), "--out", str(out)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr and str(out) in again.stderr
+
+
+def test_viewer_commands_are_registered_not_imported(capsys):
+    """view/render come from the viewer's ``layertour.commands`` entry point, carry the viewer's
+    own options and handler, and a viewer error is a one-line user error of the engine's CLI."""
+    from engine.cli import COMMAND_GROUP, build_parser
+    from engine.errors import UserError
+
+    parser = build_parser()
+    assert {"view", "render"} <= set(parser.commands)
+    args = parser.parse_args(["render", "b.lt", "--out", "x.png", "--walk", "1"])
+    assert args.handler.__module__ == "viewer.cli" and args.walk == 1.0
+    from viewer.cli import ViewerCliError
+
+    assert issubclass(ViewerCliError, UserError)
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group=COMMAND_GROUP)] == ["viewer.cli:register"]
+    src = (Path(__file__).resolve().parent.parent / "engine" / "cli.py").read_text()
+    assert "import viewer" not in src and "from viewer" not in src
+    assert main(["render", "/nonexistent/b.lt", "--out", "x.png", "--size", "12xx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layertour render: error: ") and "Traceback" not in err

@@ -163,7 +163,8 @@ def test_an_interrupted_render_leaves_nothing_at_out(tmp_path, rng, suffix):
     from viewer.headless import _capture, ensure_backend
 
     ensure_backend()
-    canvas = TourCanvas(load_bundle(_bundle(tmp_path / "b.lt", rng)), size=(64, 48), show=False, animate=False)
+    canvas = TourCanvas(load_bundle(_bundle(tmp_path / "b.lt", rng)), size=(64, 48), show=False,
+                        animate=False)
     real_render, calls = canvas.render, []
 
     def failing_render(*a, **k):  # the GL context dies on the third frame

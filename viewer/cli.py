@@ -1,23 +1,57 @@
 """``layertour view`` and ``layertour render``: the viewer's side of the command line.
 
-Both take the argparse Namespace built by ``engine.cli`` (``_add_view_args`` plus, for render,
-``--size --frames --fps --out``) and return an exit status. User errors (bad size, unknown model,
-layer or colouring, unreadable saved view) raise ``engine.cli.CliError`` so the command prints
-them without a traceback.
+The viewer owns these subcommands whole: :func:`register` (the ``layertour.commands`` entry
+point that ``engine.cli`` loads) adds their options and handlers to the ``layertour`` parser,
+and user errors (bad size, unknown model, layer or colouring, unreadable saved view) raise
+:class:`ViewerCliError`, an ``engine.errors.UserError``, so the command prints them on one line
+without a traceback. Importing this module is cheap: VisPy loads only when a handler runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+from pathlib import Path
+
+from engine.errors import UserError
 
 log = logging.getLogger("layertour.viewer")
 
 
-def _cli_error():
-    from engine.cli import CliError
+class ViewerCliError(UserError):
+    """A mistake in the arguments of ``view`` or ``render``; the message names the argument."""
 
-    return CliError
+
+def _add_view_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="bundle directory (from prepare, import or demo)")
+    p.add_argument("--model", help="model to show (default: the bundle's first model)")
+    p.add_argument("--layer", help="layer id or index to start on (default: the first layer)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="show models A and B side by side")
+    p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2-D or 3-D projection (default 2)")
+    p.add_argument("--state", type=Path, help="saved view (JSON) to start from")
+    p.add_argument("--color", help="attribute to colour by (default: the bundle's default label set)")
+    p.add_argument("--render-path", default="auto", choices=["auto", "cuda", "copy", "shader"],
+                   help="auto picks CUDA-GL interop on NVIDIA, else the vertex-shader path")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tour's random targets")
+
+
+def register(sub) -> None:
+    """Add ``view`` and ``render`` to the ``layertour`` subparsers ``sub`` (an argparse
+    subparsers action); each sets ``handler`` to the function that runs it."""
+    p = sub.add_parser("view", help="open the interactive Grand Tour viewer on a bundle")
+    _add_view_args(p)
+    p.set_defaults(handler=_needs_vispy(view))
+
+    p = sub.add_parser("render", help="render a bundle's tour headless to PNG, GIF or MP4")
+    _add_view_args(p)
+    p.add_argument("--size", default="800x800", help="WxH in pixels (default 800x800)")
+    p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--walk", type=float, metavar="SECONDS",
+                   help="step to the next layer every SECONDS (animated), to show every layer")
+    p.add_argument("--out", type=Path, required=True, help="FILE.png, FILE.gif or FILE.mp4")
+    p.set_defaults(handler=_needs_vispy(render))
 
 
 def _load(args):
@@ -34,13 +68,27 @@ def _state(args):
     try:
         return viewstate.load(args.state)
     except (viewstate.ViewStateError, OSError) as exc:
-        raise _cli_error()(f"--state {args.state}: {exc}") from exc
+        raise ViewerCliError(f"--state {args.state}: {exc}") from exc
+
+
+def _needs_vispy(run):
+    """``run`` with a missing viewer dependency turned into one line that says what to install."""
+    def handler(args) -> int:
+        try:
+            import vispy  # noqa: F401
+        except ImportError as exc:
+            raise ViewerCliError(f"the viewer is not installed ({exc}); "
+                                 "pip install 'layertour[viewer]'") from exc
+        return run(args)
+
+    handler.__doc__ = run.__doc__
+    return handler
 
 
 def view(args) -> int:
     """Open the interactive viewer window on ``args.bundle`` and run until it is closed."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise _cli_error()("no display to open a window on (no DISPLAY); use `layertour render BUNDLE "
+        raise ViewerCliError("no display to open a window on (no DISPLAY); use `layertour render BUNDLE "
                            "--out tour.gif` to render headless, or run under xvfb-run")
     from viewer.headless import ensure_backend
 
@@ -59,7 +107,7 @@ def view(args) -> int:
         canvas = TourCanvas(bundle, model=model, layer=args.layer, dims=args.dims, color=args.color,
                             render_path=args.render_path, seed=args.seed, show=True)
     except (KeyError, ValueError, IndexError) as exc:
-        raise _cli_error()(str(exc).strip("'\"")) from exc
+        raise ViewerCliError(str(exc).strip("'\"")) from exc
     controllers.install(canvas, state_path=args.state)
     if state is not None:
         viewstate.apply(canvas, state)
@@ -73,14 +121,14 @@ def _view_compare(args, bundle, app) -> int:
     from viewer.compare import CompareCanvas
 
     if getattr(args, "state", None) is not None:
-        raise _cli_error()("--state applies to the single-model view; it cannot be combined with --compare")
+        raise ViewerCliError("--state applies to the single-model view; it cannot be combined with --compare")
     a, b = args.compare
     try:
         canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
                                dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
                                show=True)
     except (KeyError, ValueError, IndexError) as exc:
-        raise _cli_error()(f"--compare {a} {b}: {str(exc).strip(chr(39) + chr(34))}") from exc
+        raise ViewerCliError(f"--compare {a} {b}: {str(exc).strip(chr(39) + chr(34))}") from exc
     canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
     app.run()
     return 0
@@ -122,6 +170,6 @@ def render(args) -> int:
                               frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
                               render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None))
     except (KeyError, ValueError, IndexError) as exc:
-        raise _cli_error()(str(exc).strip("'\"")) from exc
+        raise ViewerCliError(str(exc).strip("'\"")) from exc
     print(f"wrote {out}")
     return 0
