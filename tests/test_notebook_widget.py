@@ -272,3 +272,15 @@ print(json.dumps({{"kind": w.gl.kind, "lit": lit, "shape": list(img.shape), "ali
     if backend == "egl":
         assert r["window_gone"]
         assert r["alive_before"] and not r["alive_after"]
+
+
+def test_layertour_info_names_the_offscreen_gl():
+    """``layertour info`` says what a notebook widget would render through on this machine."""
+    from engine.info import offscreen_gl, report
+
+    o = offscreen_gl()
+    assert isinstance(o, dict), o
+    assert o["kind"] in ("Mesa EGL", "NVIDIA EGL", "OSMesa", "Xvfb") \
+        or o["kind"].startswith(("EGL", "X display"))
+    line = next(ln for ln in report(device="cpu").splitlines() if ln.startswith("offscreen"))
+    assert o["kind"] in line and "notebook widget" in line
