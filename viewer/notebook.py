@@ -132,13 +132,13 @@ def _make_window(bundle, model, layer, compare, size, view_options):
 
 class _FrameView(RemoteFrameBuffer):
     """The remote frame buffer: asks the widget for frames, hands it the browser's events, and
-    counts the bytes of every frame it sends."""
+    counts the frames and bytes it sends per image type (``sent``: mimetype -> [frames, bytes];
+    JPEG while the view moves, PNG for the lossless redraw once it rests)."""
 
     def __init__(self, owner, **kwargs):
         super().__init__(**kwargs)
         self._owner = owner
-        self.bytes_sent = 0
-        self.frames_sent = 0
+        self.sent: dict[str, list[int]] = {}
 
     def get_frame(self):
         return self._owner._frame()
@@ -148,8 +148,9 @@ class _FrameView(RemoteFrameBuffer):
 
     def send(self, content, buffers=None):
         if isinstance(content, dict) and content.get("type") == "framebufferdata":
-            self.frames_sent += 1
-            self.bytes_sent += sum(len(memoryview(b).cast("B")) for b in buffers or ())
+            count = self.sent.setdefault(str(content.get("mimetype")), [0, 0])
+            count[0] += 1
+            count[1] += sum(memoryview(b).nbytes for b in buffers or ())
         super().send(content, buffers)
 
 
@@ -169,7 +170,8 @@ class TourWidget(ipywidgets.VBox):
         self._closed = False
         self._last_image: np.ndarray | None = None
         self._last_selection = window.selection
-        self._render_seconds = 0.0
+        self._draws = 0
+        self._draw_seconds = 0.0
         self._status_at = 0.0
         self._last_tick = None
         self._tick_handle = None
@@ -354,14 +356,20 @@ class TourWidget(ipywidgets.VBox):
 
     @property
     def stats(self) -> dict:
-        """Frames and bytes sent, mean bytes per frame, and jupyter_rfb's delivery statistics
-        (fps, round trip) since the widget opened."""
+        """Since the widget opened: frames and bytes sent (all, and per image type in ``sent``:
+        mimetype -> (frames, bytes)), mean bytes per frame, draws and their mean time on the server
+        (draw + read-back), and jupyter_rfb's delivery statistics since its last ``reset_stats()``
+        (``fps`` acknowledged by the browser, ``roundtrip_s``, JPEG/PNG ``encode_s``)."""
         v = self.view
         rfb = v.get_stats()
-        return {"frames_sent": v.frames_sent, "bytes_sent": v.bytes_sent,
-                "bytes_per_frame": v.bytes_sent / v.frames_sent if v.frames_sent else 0.0,
+        frames = sum(c[0] for c in v.sent.values())
+        nbytes = sum(c[1] for c in v.sent.values())
+        return {"frames_sent": frames, "bytes_sent": nbytes,
+                "bytes_per_frame": nbytes / frames if frames else 0.0,
+                "sent": {k: tuple(c) for k, c in v.sent.items()}, "draws": self._draws,
+                "draw_s": self._draw_seconds / self._draws if self._draws else 0.0,
                 "fps": rfb["fps"], "roundtrip_s": rfb["roundtrip"], "encode_s": rfb["img_encoding"],
-                "render_s": self._render_seconds, "offscreen": self.gl.describe()}
+                "offscreen": self.gl.describe()}
 
     def close(self) -> None:
         """Stop drawing, free the window's GL context (buffers, textures, the context itself) and
@@ -487,7 +495,8 @@ class TourWidget(ipywidgets.VBox):
             return None  # drawn on the window's own thread instead
         t = time.perf_counter()
         img = self._reader.read()
-        self._render_seconds = time.perf_counter() - t
+        self._draws += 1
+        self._draw_seconds += time.perf_counter() - t
         self._dirty = False
         if self._last_image is not None and img.shape == self._last_image.shape \
                 and np.array_equal(img, self._last_image):
@@ -535,7 +544,7 @@ class TourWidget(ipywidgets.VBox):
         parts = [name, f"offscreen {self.gl.describe()}", f"path {path}"]
         if s["frames_sent"]:
             parts.append(f"{s['fps']:.0f} fps delivered · {s['bytes_per_frame'] / 1024:.0f} kB/frame · "
-                         f"draw {1000 * s['render_s']:.0f} ms")
+                         f"draw {1000 * s['draw_s']:.0f} ms")
         text = html.escape("  ·  ".join(parts))
         self.status.value = f"<span style='font: 11px monospace; color: #777'>{text}</span>"
 
