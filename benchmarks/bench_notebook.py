@@ -16,8 +16,9 @@ points (p = 15, two layers, ten Gaussian classes) and puts it in the box.
   jupyter_rfb saw acknowledged; the server's draw (+ read-back) and encode times per frame.
 - bytes: mean JPEG bytes per frame while playing (quality 80) and the PNG of the resting view.
 
-Each is compared with its floor or peer: latency ÷ (server draw + encode); bytes per frame against
-the N·p·4 bytes a browser-side viewer must receive before its first frame.
+Each is compared with its floor or peer: latency ÷ (server draw + encode, measured over the same
+events); fps against 1 ÷ (draw + encode) while playing; bytes per frame against the N·p·4 bytes a
+browser-side viewer must receive before its first frame.
 
 Usage: python benchmarks/bench_notebook.py [--n 50000 1000000] [--samples 25] [--seconds 8]
        [--size 900x640] [--json PATH]
@@ -97,6 +98,12 @@ def make_bundle(path: Path, n: int, rng) -> None:
     w.commit()
 
 
+def _mean_draw(a: dict, b: dict) -> float:
+    """Mean server draw (+ read-back) time of the draws between two ``w.stats`` snapshots."""
+    draws = b["draws"] - a["draws"]
+    return (b["draw_s"] * b["draws"] - a["draw_s"] * a["draws"]) / draws if draws else 0.0
+
+
 def run_one(nb: NotebookSession, path: Path, n: int, size, samples: int, seconds: float) -> dict:
     t = time.perf_counter()
     nb.py(f"w = viewer.show({str(path)!r}, size={tuple(size)!r}, device='cpu', seed=0)\n"
@@ -109,6 +116,7 @@ def run_one(nb: NotebookSession, path: Path, n: int, size, samples: int, seconds
     el = nb.driver.find_element("css selector", IMG)
     el.click()  # the widget takes wheel events once focused
     nb.driver.execute_async_script(_QUIET_JS, 600, 10000, IMG)
+    start = nb.py("", "w.stats")
     lat = []
     for i in range(samples):
         ms = nb.driver.execute_async_script(_WHEEL_JS, -100 if i % 2 == 0 else 100, IMG)
@@ -117,26 +125,29 @@ def run_one(nb: NotebookSession, path: Path, n: int, size, samples: int, seconds
         lat.append(ms / 1000.0)
         nb.driver.execute_async_script(_QUIET_JS, 600, 10000, IMG)
     rest = nb.py("", "w.stats")
-    png = rest["sent"].get("image/png", (0, 0))
+    png0, png1 = (s["sent"].get("image/png", (0, 0)) for s in (start, rest))
+    png = (png1[0] - png0[0], png1[1] - png0[1])
+    lat_draw = _mean_draw(start, rest)
     before = nb.py("w.view.reset_stats(); w.playing = True", "w.stats")
     loads = nb.driver.execute_async_script(_COUNT_JS, seconds, IMG)
     after = nb.py("w.playing = False", "w.stats")
     jpeg0, jpeg1 = (s["sent"].get("image/jpeg", (0, 0)) for s in (before, after))
     frames = jpeg1[0] - jpeg0[0]
-    draws = after["draws"] - before["draws"]
-    spent = after["draw_s"] * after["draws"] - before["draw_s"] * before["draws"]
-    draw_s = spent / draws if draws else 0.0
+    draw_s = _mean_draw(before, after)
     nb.py("w.close(); holder.children = ()")
     lat.sort()
     med = statistics.median(lat)
-    server = draw_s + after["encode_s"]
+    server = lat_draw + after["encode_s"]
     jpeg_bpf = (jpeg1[1] - jpeg0[1]) / frames if frames else 0.0
     return {
         "n": n, "p": P, "size": list(size), "offscreen": after["offscreen"], "open_s": opened,
         "first_frame_s": first, "latency_samples": samples, "latency_median_s": med,
         "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))], "latency_min_s": lat[0],
         "seconds": seconds, "fps_browser": loads / seconds, "fps_acknowledged": after["fps"],
-        "frames_sent": frames, "draw_s": draw_s, "encode_s": after["encode_s"], "server_s": server,
+        "frames_sent": frames, "draw_s_playing": draw_s, "draw_s_latency": lat_draw,
+        # the server-bound frame rate: one draw + one encode per frame, nothing else
+        "fps_server_bound": 1.0 / (draw_s + after["encode_s"]) if draw_s else None,
+        "encode_s": after["encode_s"], "server_s": server, "load_average": os.getloadavg(),
         "latency_over_server": med / server if server else None, "jpeg_bytes_per_frame": jpeg_bpf,
         "png_bytes_per_frame": png[1] / png[0] if png[0] else None, "data_bytes": n * P * 4,
         "data_over_frame": (n * P * 4) / jpeg_bpf if jpeg_bpf else None,
@@ -173,7 +184,8 @@ def main(argv=None) -> int:
                 results.append(r)
                 print(f"N={n:>9,}  latency median {1000 * r['latency_median_s']:6.0f} ms "
                       f"(p95 {1000 * r['latency_p95_s']:.0f}, server {1000 * r['server_s']:.0f} ms: "
-                      f"x{r['latency_over_server']:.2f})  fps {r['fps_browser']:5.1f}  "
+                      f"x{r['latency_over_server']:.2f})  fps {r['fps_browser']:5.1f} "
+                      f"(server-bound {r['fps_server_bound'] or 0:.1f})  "
                       f"JPEG {r['jpeg_bytes_per_frame'] / 1024:5.1f} kB/frame  PNG "
                       f"{(r['png_bytes_per_frame'] or 0) / 1024:5.1f} kB  "
                       f"data/frame x{r['data_over_frame'] or 0:,.0f}", flush=True)
