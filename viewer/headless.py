@@ -146,6 +146,7 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
     try:
         canvas.show_hud = hud
         canvas.show_heatmap = heatmap
+        canvas.reset_view()
         if warmup > 0:
             canvas.advance(warmup)
         _capture(canvas, out, frames, fps)
@@ -187,6 +188,7 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
     try:
         canvas.show_hud = hud
         canvas.show_fps = False
+        canvas.reset_view()  # frame the first picture for the plot area of this layout
         if images:
             canvas.set_image_mode(True)
         if st is not None:

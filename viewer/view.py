@@ -137,7 +137,7 @@ class ModelView:
         ia, ib, s = self.blend()
         a = self._sample(ia)
         y = a if s == 0 else (1.0 - s) * a + s * self._sample(ib)
-        return vfit.target(y @ np.asarray(frame, dtype=np.float64)[:, :2])
+        return vfit.target(y @ np.asarray(frame, dtype=np.float64)[:, :2], self.size)
 
     def refit(self, frame) -> None:
         """Frame what is drawn now at once (first frame, ``r``, a new model or dimension)."""

@@ -410,7 +410,8 @@ class TourWindow(app.Canvas):
         self.update()
 
     def reset_view(self) -> None:
-        """Zoom 1, no pan and a fresh framing in every pane (``r``)."""
+        """Zoom 1, no pan and a fresh framing in every pane (``r``), for the layout shown now."""
+        self.layout()
         for pane in self.panes:
             pane.view.reset(pane.frame)
         self.update()
@@ -439,7 +440,7 @@ class TourWindow(app.Canvas):
 
     # ------------------------------------------------------------------ drawing
     def on_resize(self, event) -> None:
-        if self.panes:  # the back end may report a size before the subclass built its panes
+        if getattr(self, "panes", None):  # the back end may report a size before the panes exist
             self.layout()
         self.update()
 
