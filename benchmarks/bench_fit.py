@@ -64,10 +64,11 @@ def main(argv=None) -> int:
                 img = c.render()
                 fx, fy = fill_of(img, bg)
                 px = c.data_to_pixels(np.asarray(c.project_current())[:, :2])
-                out = float(np.mean((px[:, 0] < 0) | (px[:, 0] >= size[0]) | (px[:, 1] < 0) | (px[:, 1] >= size[1])))
+                out = float(np.mean((px[:, 0] < 0) | (px[:, 0] >= size[0])
+                                    | (px[:, 1] < 0) | (px[:, 1] >= size[1])))
                 rows.append({"model": m, "layer": c.model.layers[i].id, "fill_x": fx, "fill_y": fy,
                              "fill": max(fx, fy), "outside": out})
-                print(f"{m:<10} {c.model.layers[i].id:<24} fill {fx:.2f} x {fy:.2f}  (max {max(fx, fy):.2f})  "
+                print(f"{m:<10} {c.model.layers[i].id:<24} fill {fx:.2f} x {fy:.2f}  (max {max(fx, fy):.2f}) "
                       f"outside {100 * out:.2f} %", flush=True)
         finally:
             c.close()

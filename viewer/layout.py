@@ -25,6 +25,7 @@ GAP = 6.0         # between a column and its neighbour
 LEGEND_MAX = 0.30  # of the window width
 STRIP_MAX = 0.22   # of the window width, per strip
 HELP_MAX = 0.55
+PLOT_MIN = 0.5    # of the window width, all plot areas together
 
 
 def ui_scale(width: float, height: float) -> float:
@@ -120,36 +121,39 @@ def compute(size, panes, *, hud: bool = True, legend_width: float = 0.0,
     bottom = Rect(0.0, H - min(BOTTOM * s, 0.1 * H), W, min(BOTTOM * s, 0.1 * H))
     y0, y1 = top.y1, bottom.y
     body = max(y1 - y0, 1.0)
-    x0, xr = 0.0, W
-    help_rect = None
-    if help_width > 0:
-        hw = min(help_width * s, HELP_MAX * W)
-        help_rect = Rect(xr - hw, y0, hw, body)
-        xr -= hw
-    legend = None
-    if legend_width > 0:
-        lw = min(legend_width * s, LEGEND_MAX * W)
-        legend = Rect(x0, y0, lw, body)
-        x0 += lw + GAP
-    avail = max(xr - x0, 1.0)
+    hw = min(help_width * s, HELP_MAX * W) if help_width > 0 else 0.0
+    lw = min(legend_width * s, LEGEND_MAX * W) if legend_width > 0 else 0.0
     hm_w = hm_h = 0.0
     if heatmap_size is not None:
         hm_w = min(heatmap_size[0] * s, 0.32 * W)
         hm_h = min(heatmap_size[1] * s, 0.6 * body)
-    full = [min(p.strip_width * s, STRIP_MAX * W) for p in panes]
+    cols = [min(p.strip_width * s, STRIP_MAX * W) for p in panes]
     compact = [False] * P
-    cols = list(full)
+    gaps = GAP * P + (GAP if lw else 0.0)
 
-    def plot_width():
+    def side(cols, lw, hw, hm_w):
         widths = [max(c, hm_w if i == P - 1 else 0.0) for i, c in enumerate(cols)]
-        return (avail - sum(widths) - GAP * P) / P, widths
+        return lw + hw + sum(widths) + gaps, widths
 
-    pw, widths = plot_width()
-    if pw < 0.55 * avail / P:  # names do not fit beside a good plot: strips of dots
+    target = PLOT_MIN * W  # all plots together keep at least this much of the width
+    total, widths = side(cols, lw, hw, hm_w)
+    if W - total < target:  # names do not fit beside good plots: strips of dots
         cols = [COMPACT * s] * P
         compact = [True] * P
-        pw, widths = plot_width()
-    pw = max(pw, 1.0)
+        total, widths = side(cols, lw, hw, hm_w)
+    if W - total < target:  # still too wide: shrink the legend, help and heat map alike
+        fixed = side(cols, 0.0, 0.0, 0.0)[0]
+        f = max(W - target - fixed, 0.0) / max(lw + hw + hm_w, 1e-9)
+        lw, hw, hm_w = lw * f, hw * f, hm_w * f
+        total, widths = side(cols, lw, hw, hm_w)
+    x0, xr = 0.0, W
+    help_rect = Rect(xr - hw, y0, hw, body) if hw > 0 else None
+    xr -= hw
+    legend = None
+    if lw > 0:
+        legend = Rect(x0, y0, lw, body)
+        x0 += lw + GAP
+    pw = max((W - total) / P, 1.0)
     plots, strips = [], []
     x = x0
     heat = None

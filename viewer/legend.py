@@ -125,7 +125,7 @@ class Legend:
         count_w = text_width(f"{most:,}", TEXT)
         title_w = text_width(self.coloring.name, TITLE)
         return float(max(2 * PAD + 18 + longest + 8 + count_w + (14 if self.grouped else 0),
-                         title_w + 2 * PAD, 120.0))
+                         title_w + 2 * PAD, 90.0))
 
     def layout(self, rect: Rect, scale: float) -> LegendLayout:
         """Boxes inside ``rect`` (the layout's legend column); clamps ``scroll`` to the rows."""
