@@ -11,7 +11,8 @@ from viewer import layout as vlayout
 from viewer import legend as vlegend
 from viewer.text import fit_text, safe_text, text_width
 
-SIZES = [(480, 480), (600, 600), (800, 600), (1100, 820), (1200, 600), (1920, 1080), (3840, 2160), (2000, 400)]
+SIZES = [(480, 480), (600, 600), (800, 600), (1100, 820), (1200, 600), (1920, 1080), (3840, 2160),
+         (2000, 400)]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -98,7 +99,6 @@ def test_framing_while_touring_changes_by_small_steps(rng):
     """A running tour: the framing radius changes by a bounded fraction per frame (no jumps) and
     never oscillates frame to frame (no jitter)."""
     from engine.tour import GrandTour
-
     from viewer.view import ModelView
 
     bundle = _bundle(rng, n=5000, p=8)
@@ -205,8 +205,8 @@ def test_legend_clicks_filter_and_shift_click_adds():
     assert vlegend.apply_click({1}, range(10), 10, additive=True) is None  # everything: no filter
 
 
-@pytest.mark.parametrize("raw", ["a\nb", "tab\there", "nul\x00", "esc\x1b[31mred", "bidi\u202eevil", "\ud800x",
-                                 "x" * 1000, 12345, "", "line\r\nend"])
+@pytest.mark.parametrize("raw", ["a\nb", "tab\there", "nul\x00", "esc\x1b[31mred", "bidi\u202eevil",
+                                 "\ud800x", "x" * 1000, 12345, "", "line\r\nend"])
 def test_any_text_is_made_safe_to_draw(raw):
     s = safe_text(raw)
     assert isinstance(s, str) and "\n" not in s and "\r" not in s and "\x00" not in s and "\x1b" not in s
@@ -231,7 +231,6 @@ def test_study_layers_fill_the_plot_with_few_points_outside(study_data, tmp_path
     positions spans >= 0.6 of the plot in its longer direction and < 1 % of the points are outside."""
     from engine.store import import_umap_tour, load_bundle
     from engine.tour import GrandTour
-
     from viewer.view import ModelView
 
     b = load_bundle(import_umap_tour([study_data / "googlenet", study_data / "resnet50"], tmp_path / "s.lt"))
