@@ -26,7 +26,8 @@ def _bundle(tmp_path, rng, k=67, n=3000, p=6, names=None, layer_names=None):
     centers = rng.normal(size=(k, p)) * 4
     labels = rng.integers(0, k, n)
     for i, name in enumerate(layer_names or ["0-A", "1-B"]):
-        w.write_layer("net", f"{i}-L", (centers[labels] + rng.normal(size=(n, p))).astype(np.float32), name=name)
+        e = (centers[labels] + rng.normal(size=(n, p))).astype(np.float32)
+        w.write_layer("net", f"{i}-L", e, name=name)
     w.set_attribute("label", labels.astype(np.int32), "categorical",
                     categories=names or [f"category {j:02d}" for j in range(k)], default=True)
     w.set_attribute("score", rng.random(n).astype(np.float32), "continuous")
@@ -71,7 +72,8 @@ def test_a_legend_of_67_classes_draws_their_names_inside_its_panel(tmp_path, rng
         # the filter box: typing narrows the rows to matching names
         c.events.key_press(key=__import__("vispy").util.keys.Key("F"), text="f")
         for ch in "category 6":
-            c.events.key_press(key=__import__("vispy").util.keys.Key(ch.upper() if ch != " " else "Space"), text=ch)
+            name = ch.upper() if ch != " " else "Space"
+            c.events.key_press(key=__import__("vispy").util.keys.Key(name), text=ch)
         assert [r.code for r in c.legend.rows()] == list(range(60, 67))  # "category 06" does not match
         c.render()
         assert "category 61" in {t for t, _ in c.overlay.drawn}
@@ -87,7 +89,8 @@ def test_continuous_colouring_shows_a_colour_bar_with_ticks(tmp_path, rng):
         drawn = [t for t, _ in c.overlay.drawn]
         assert "score" in drawn
         lo, hi = c.coloring.extent
-        assert f"{lo:.3g}" in drawn and f"{hi:.3g}" in drawn and len([t for t in drawn if t[:1].isdigit()]) >= 5
+        assert f"{lo:.3g}" in drawn and f"{hi:.3g}" in drawn
+        assert len([t for t in drawn if t[:1].isdigit()]) >= 5
     finally:
         c.close()
 
@@ -145,7 +148,8 @@ def test_compare_at_1200x600_keeps_panels_off_both_plots(tmp_path, rng):
         for plot in lay.plots:  # both clouds drawn, filling their own plot
             sub = lit[int(plot.y):int(plot.y1), int(plot.x):int(plot.x1)]
             ys, xs = np.nonzero(sub)
-            span = max(np.ptp(np.quantile(xs, [0.02, 0.98])) / plot.w, np.ptp(np.quantile(ys, [0.02, 0.98])) / plot.h)
+            span = max(np.ptp(np.quantile(xs, [0.02, 0.98])) / plot.w,
+                       np.ptp(np.quantile(ys, [0.02, 0.98])) / plot.h)
             assert span > 0.5
     finally:
         c.close()
@@ -191,7 +195,8 @@ def test_render_no_hud_size_and_speed_from_the_command_line(tmp_path, rng):
     hud, bare = (_lit(iio.imread(tmp_path / f)) for f in ("hud.png", "bare.png"))
     assert not np.array_equal(hud[:30], bare[:30])
     ys, xs = np.nonzero(bare)  # without the HUD the points fill the whole window
-    assert max(np.ptp(np.quantile(xs, [0.02, 0.98])) / 640, np.ptp(np.quantile(ys, [0.02, 0.98])) / 480) >= 0.6
+    assert max(np.ptp(np.quantile(xs, [0.02, 0.98])) / 640,
+               np.ptp(np.quantile(ys, [0.02, 0.98])) / 480) >= 0.6
     # the default speed visibly moves a 4-second clip; --speed 0 holds it still
     for speed, name in ((None, "move.gif"), ("0", "still.gif")):
         extra = [] if speed is None else ["--speed", speed]
