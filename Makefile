@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip
 DEMO_EXTRAS := cpu,viewer
 TEST_EXTRAS := cpu,viewer,dask,dev
 XVFB_ARGS := -a -s "-screen 0 1280x1024x24 +extension GLX +render -noreset"
-APT_PKGS := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libegl-mesa0 libx11-6
+APT_PKGS := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libegl-mesa0 libx11-6 fonts-dejavu-core
 
 .PHONY: demo test lint env-demo env-test system-deps gpu-env bench clean
 
