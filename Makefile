@@ -11,8 +11,9 @@ PIP    := $(PY) -m pip
 DEMO_EXTRAS := cpu,viewer
 TEST_EXTRAS := cpu,viewer,notebook,dask,dev
 XVFB_ARGS := -a -s "-screen 0 1280x1024x24 +extension GLX +render -noreset"
-# chromium + chromium-driver: the notebook widget's browser test; libosmesa6: its OSMesa fallback
-APT_PKGS := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libegl-mesa0 libx11-6 \
+# fonts-dejavu-core: the HUD's text; chromium + chromium-driver: the notebook widget's browser test;
+# libosmesa6: the widget's OSMesa fallback
+APT_PKGS := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libegl-mesa0 libx11-6 fonts-dejavu-core \
             chromium chromium-driver libosmesa6
 
 .PHONY: demo test lint env-demo env-test system-deps gpu-env bench clean

@@ -225,7 +225,7 @@ def main(argv=None) -> int:
                 renderer = c.gl_renderer
                 t = run_compare(c, args.frames, args.warmup, args.blend) if args.compare else \
                     run(c, args.frames, args.warmup, args.blend)
-                active = c.panels[0].path.describe() if args.compare else c.render_path
+                active = c.panels[0].points.describe() if args.compare else c.render_path
                 if args.compare and path == paths[0]:
                     tr = time_realign(c, args.realign_reps)
                     floor_r = 2 * n * args.p * 4 / (bw * 1e9)

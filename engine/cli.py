@@ -229,7 +229,7 @@ def _demo(args: argparse.Namespace) -> int:
     n_layers = len(load_bundle(path).models["digits-cnn"].layers)
     walk = 1.5  # seconds per layer: the clip tours every layer once, with animated transitions
     render = parser.parse_args([
-        "render", str(path), "--size", "480x480", "--fps", "20", "--walk", str(walk),
+        "render", str(path), "--size", "640x480", "--fps", "20", "--walk", str(walk),
         "--frames", str(int(n_layers * walk * 20)), "--out", str(gif)])
     rc = render.handler(render)
     if rc == 0:

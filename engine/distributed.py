@@ -26,6 +26,7 @@ client writes the bundle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -318,8 +319,15 @@ def _trace(trace_dir: str | None, kind: str, model: str, what: str) -> None:
 
 
 def record_shard(recipe: ModelRecipe, shard: InputRecipe, layers: Sequence, config: PrepareConfig,
-                 skip: Sequence[str], want_thumbs: bool, trace_dir: str | None, model_name: str) -> dict:
+                 skip: Sequence[str], want_thumbs: bool, trace_dir: str | None, model_name: str,
+                 threads: int | None = None) -> dict:
     """Task: record the unfinished layers over one image range.
+
+    ``threads``: torch's intra-op thread count for the forward passes, the client's own. On the CPU
+    a GEMM's result depends in its last bits on how many threads split it (measured: 4e-7 on a
+    128->64 linear layer, 1 vs 2 threads), and UMAP magnifies such differences, so workers (which
+    Dask starts with ``OMP_NUM_THREADS=1``) must use the client's count to record what one process
+    records.
 
     Returns ``{"layers": {id: (rows, D) float32 host array}, "thumbs": (rows, 32, 32, 3) uint8 or
     None}`` (on CUDA the activations are copied to the host here, rows·D·4 bytes per layer).
@@ -330,7 +338,7 @@ def record_shard(recipe: ModelRecipe, shard: InputRecipe, layers: Sequence, conf
     _trace(trace_dir, "record", model_name, f"{a}-{b}")
     model, lock = cached_model(recipe)
     budget = None if config.memory_budget_gib is None else int(config.memory_budget_gib * 2**30)
-    with lock:
+    with lock, _intra_op_threads(threads):
         inputs = shard.build()
         out = {spec.id: np.ascontiguousarray(to_host(X), dtype=np.float32)
                for spec, X in record(model, inputs, list(layers), backend=resolve(config.device),
@@ -339,6 +347,22 @@ def record_shard(recipe: ModelRecipe, shard: InputRecipe, layers: Sequence, conf
                                      memory_budget=budget, skip=set(skip), progress=False)}
         thumbs = np.array(inputs.thumbnails) if want_thumbs else None
     return {"layers": out, "thumbs": thumbs}
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None):
+    """torch's intra-op thread count set to ``n`` for the block (nothing when ``n`` is None)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pick(shard_result: dict, layer_id: str) -> np.ndarray:
@@ -621,6 +645,9 @@ def _run(client, jobs, inputs, writer, config, options, n_workers, progress, tim
         return client.submit(fn, *args, retries=options.retries, pure=False, **kw)
 
     ranges = shard_ranges(n, config.batch_size, max(1, n_workers * options.shards_per_worker))
+    import torch
+
+    threads = torch.get_num_threads()  # workers record with the client's count: see record_shard
     starts = [a for a, _ in ranges]
     t_start = time.perf_counter()
     layer_futs: dict = {}  # future -> (job, index, spec)
@@ -633,7 +660,8 @@ def _run(client, jobs, inputs, writer, config, options, n_workers, progress, tim
         shards = []
         if todo:
             shards = [submit(record_shard, job.recipe, options.inputs.shard(a, b), job.layers, config,
-                             sorted(done), k == 0, trace, job.name, key=f"record-{job.name}-{a}-{uuid()}")
+                             sorted(done), k == 0, trace, job.name, threads,
+                             key=f"record-{job.name}-{a}-{uuid()}")
                       for a, b in ranges]
             if k == 0:
                 thumbs_f = [submit(_thumbs, s) for s in shards]

@@ -173,7 +173,7 @@ def test_a_brush_in_the_left_view_selects_the_same_indices_in_the_right(cmp):
     np.testing.assert_array_equal(c.selection[clear], (ref & ref_b)[clear])
     # the unselected points fade in both views (the per-point states uploaded to each render path)
     for panel in c.panels:
-        np.testing.assert_array_equal(panel.states > 0.5, c.selection)
+        np.testing.assert_array_equal(panel.points.states > 0.5, c.selection)
     c.events.mouse_move(pos=(200, 200))
     key(c, "X")
     assert c.selection is None and all(p.brushed is None for p in c.panels)
@@ -248,16 +248,17 @@ def test_colouring_legend_filter_and_zoom_reset_are_mirrored(cmp):
     assert a.coloring.name == b.coloring.name == c.color_options[(c.color_options.index("label") + 1)
                                                                  % len(c.color_options)]
     c.set_coloring("label")
-    from viewer.overlay import legend_layout
-
-    box = legend_layout(len(CLASS_NAMES), a.size[1]).boxes[2]  # the legend is drawn in view A
-    c.events.mouse_move(pos=((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2))
-    assert a._hover_legend == 2
-    c.events.mouse_press(pos=((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2), button=1)
-    c.events.mouse_release(pos=((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2), button=1)
+    lay = c.layout()  # one legend for the window, docked left of view A
+    box = dict((r.code, b) for r, b in c.legend.layout(lay.legend, lay.scale).rows)[2]
+    mid = (box.x + box.w / 2, box.y + box.h / 2)
+    assert not any(box.intersects(p.rect) for p in c.panels)
+    c.events.mouse_move(pos=mid)
+    assert c.hover_legend == ("class", 2)
+    c.events.mouse_press(pos=mid, button=1)
+    c.events.mouse_release(pos=mid, button=1)
+    np.testing.assert_array_equal(c.legend_enabled(), np.arange(len(CLASS_NAMES)) == 2)
     for panel in c.panels:
-        np.testing.assert_array_equal(panel._legend_enabled(), np.arange(len(CLASS_NAMES)) == 2)
-        assert np.ravel(panel.path.program["u_filter_on"])[0] == 1  # uploaded to both render paths
+        assert np.ravel(panel.points.path.program["u_filter_on"])[0] == 1  # uploaded to both render paths
     a.zoom_at((100, 100), 3.0)
     b.zoom_at((50, 80), 0.5)
     assert a.zoom != 1.0 and b.zoom != 1.0
@@ -283,8 +284,8 @@ def test_handles_appear_in_both_views_and_dragging_either_steers_both(cmp, rng):
     mask[members] = True
     c.set_brushed(a, mask)
     key(c, "D")
-    ha = c.controllers["a"]["HandleController"]
-    hb = c.controllers["b"]["HandleController"]
+    ha = c.controls["a"].handles
+    hb = c.controls["b"].handles
     assert len(ha.handles) == len(hb.handles) == 1
     np.testing.assert_array_equal(ha.handles.handles[0].members, members)
     np.testing.assert_array_equal(hb.handles.handles[0].members, members)
@@ -321,15 +322,15 @@ def test_hovering_an_image_in_one_view_marks_it_in_the_other(cmp):
     c = cmp
     for panel, other in c.panels, c.panels[::-1]:
         px = window_pixels(c, panel, centred(panel.model, panel.layer_index))
-        x0, _, w, h = panel.rect
-        on = (px[:, 0] > x0 + 10) & (px[:, 0] < x0 + w - 220) & (px[:, 1] > 60) & (px[:, 1] < h - 10)
+        x0, y0, w, h = panel.rect
+        on = (px[:, 0] > x0 + 10) & (px[:, 0] < x0 + w - 10) & (px[:, 1] > y0 + 10) & (px[:, 1] < y0 + h - 10)
         d = np.linalg.norm(px[:, None] - px[None], axis=2)
         np.fill_diagonal(d, np.inf)
         k = int(np.argmax(np.where(on, d.min(axis=1), -1)))  # the most isolated point in view
-        assert d[k].min() > 2 * c.controllers[panel.side]["HoverController"].RADIUS_PX
+        assert d[k].min() > 2 * c.controls[panel.side].hover.RADIUS_PX
         c.events.mouse_move(pos=px[k] + 0.5)
-        assert c.controllers[panel.side]["HoverController"].index == k
-        assert c.controllers[other.side]["HoverController"].index == k
+        assert c.controls[panel.side].hover.index == k
+        assert c.controls[other.side].hover.index == k
 
 
 def test_similarity_export_csv_equals_similarity_matrix(cmp, tmp_path):
@@ -413,7 +414,9 @@ def test_view_compare_opens_both_models_at_the_matching_layer(cmp, monkeypatch):
         assert (a.model.name, b.model.name) == ("alpha", "beta")
         assert (a.layer_index, b.layer_index) == (3, LB - 1)  # B has no "3-A": A's index, clamped
         np.testing.assert_allclose(c.rotation, expected_rotation(c), atol=1e-8)
-        assert c.controllers["a"] and c.controllers["b"]
+        assert c.controls["a"].brush is not c.controls["b"].brush
+        assert [type(k).__name__ for k in c.panels[0].controllers] == ["BrushController", "HandleController",
+                                                                        "HoverController"]
     finally:
         for c in opened:
             c.close()

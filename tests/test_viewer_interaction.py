@@ -109,9 +109,9 @@ def test_concave_lasso_selects_the_expected_indices(view):
 
 
 def _members_in_corner(c, px):
-    """Points drawn in the upper-right part of the window: a handle away from the origin."""
-    w, h = c.size
-    return np.flatnonzero((px[:, 0] > 0.62 * w) & (px[:, 1] < 0.38 * h))
+    """Points drawn in the upper-right part of the plot area: a handle away from the origin."""
+    x0, y0, w, h = c.plot_rect
+    return np.flatnonzero((px[:, 0] > x0 + 0.62 * w) & (px[:, 1] < y0 + 0.38 * h))
 
 
 def _pan_to_upper_right(c):
@@ -120,10 +120,11 @@ def _pan_to_upper_right(c):
     y = np.asarray(c.layer_data(c.layer_index), dtype=np.float64) @ c.frame
     s = np.minimum(y[:, 0], y[:, 1])
     s3 = np.sort(s)[-3]
-    w, h = c.size
+    _, _, w, h = c.plot_rect
     k = c.pixels_per_unit()
     # the data point (s3, s3) is drawn 4 px inside the corner region, so every s >= s3 lies in it
-    c.center = np.array([s3 - (0.12 * w + 4) / k, s3 - (0.12 * h + 4) / k])
+    # (the plot centre shows the framing's centre plus the pan ``center``)
+    c.center = np.array([s3 - (0.12 * w + 4) / k, s3 - (0.12 * h + 4) / k]) - c.view.fit.center
     return np.flatnonzero(s >= s3)
 
 
@@ -223,8 +224,9 @@ def test_hover_picks_the_point_and_search_highlights(view):
     c, ctrl = view
     hov = ctrl["HoverController"]
     px = drawn_pixels(c)
-    w, h = c.size
-    inside = np.flatnonzero((px[:, 0] > 20) & (px[:, 0] < w - 20) & (px[:, 1] > 20) & (px[:, 1] < h - 20))
+    x0, y0, w, h = c.plot_rect
+    inside = np.flatnonzero((px[:, 0] > x0 + 20) & (px[:, 0] < x0 + w - 20) & (px[:, 1] > y0 + 20)
+                            & (px[:, 1] < y0 + h - 20))
     i = int(inside[0])
     c.events.mouse_move(pos=px[i])
     d = np.linalg.norm(px - px[i], axis=1)

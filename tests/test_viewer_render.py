@@ -81,8 +81,6 @@ def _expected(rgb, alpha):
 
 @pytest.mark.parametrize("path", ["shader", "copy"])
 def test_class_colours_at_computed_positions(tmp_path, rng, path):
-    from viewer.canvas import POINT_ALPHA
-
     bundle, data, labels, _ = _bundle(tmp_path, rng)
     c = _canvas(bundle, rng, path=path)
     try:
@@ -95,7 +93,7 @@ def test_class_colours_at_computed_positions(tmp_path, rng, path):
         assert len(idx) >= 3, "random layout left too few isolated points"
         pal = c.coloring.palette
         for i in idx:
-            _check(img, px[i], pal[labels[i]], POINT_ALPHA)
+            _check(img, px[i], pal[labels[i]], c.point_alpha())
         # away from every point the background shows
         far = np.array([[3.0, 3.0]])
         if np.sqrt(((px - far) ** 2).sum(1)).min() > 3 * c.point_size():
@@ -108,32 +106,31 @@ def test_class_colours_at_computed_positions(tmp_path, rng, path):
 def test_shader_path_variants_and_uncapped_p(tmp_path, rng, monkeypatch, p, mode):
     """p is not capped: beyond 7 vec4 attributes the layer data go through a float texture."""
     from viewer import render_paths
-    from viewer.canvas import MARGIN, POINT_ALPHA
 
     if p <= 28:
         monkeypatch.setattr(render_paths, "SHADER_MODE", mode)
     bundle, data, labels, _ = _bundle(tmp_path, rng, p=p)
     c = _canvas(bundle, rng)
     try:
-        assert c._path.mode == mode
+        assert c.points.path.mode == mode
         c.set_layer(1, animate=True)
         c.advance(0.3)
         s = c.transition[2]
         ref = ((1 - s) * data[0] + s * data[1]) @ c.frame
-        # the view radius follows the p-D norm; zoom so the 2-D spread fills the window
-        c.zoom = 0.9 * MARGIN * c.extent() / np.abs(ref).max()
-        px = c.data_to_pixels(ref)
+        px = c.data_to_pixels(ref)  # the framing follows the blend: the points fill the window
         img = c.render()
         idx = _isolated(px, c.size, 3 * c.point_size())
         assert len(idx) >= 3
         for i in idx:
-            _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
+            _check(img, px[i], c.coloring.palette[labels[i]], c.point_alpha())
+        inside = np.all((px > 0) & (px < np.array(c.size)), axis=1)
+        assert inside.mean() > 0.9  # framed by what is drawn, not by the p-D radius
     finally:
         c.close()
 
 
 def test_selection_fades_and_legend_filter_combines(tmp_path, rng):
-    from viewer.canvas import FADE_ALPHA, POINT_ALPHA
+    from viewer.canvas import FADE_ALPHA
 
     bundle, data, labels, _ = _bundle(tmp_path, rng, n=36)
     c = _canvas(bundle, rng)
@@ -146,6 +143,7 @@ def test_selection_fades_and_legend_filter_combines(tmp_path, rng):
         c.set_selection(mask)
         img = c.render()
         pal = c.coloring.palette
+        POINT_ALPHA = c.point_alpha()
         for i in idx:
             alpha = POINT_ALPHA if mask[i] else FADE_ALPHA
             _check(img, px[i], pal[labels[i]], alpha)
@@ -172,7 +170,7 @@ def test_image_mode_draws_atlas_thumbnails_upright(tmp_path, rng):
     c = _canvas(bundle, rng, size=(420, 420))
     try:
         c.set_image_mode(True)
-        assert c.image_mode and c._atlas_plan.complete
+        assert c.image_mode and c.points.atlas_plan.complete
         sprite = c.point_size() * IMAGE_SCALE
         px = c.data_to_pixels(data[0] @ c.frame)
         idx = _isolated(px, c.size, 1.5 * sprite, margin=sprite)
@@ -194,7 +192,7 @@ def test_image_mode_draws_atlas_thumbnails_upright(tmp_path, rng):
 def test_j_starts_a_transition_whose_midpoint_is_the_blend(tmp_path, rng):
     from vispy.util import keys
 
-    from viewer.canvas import POINT_ALPHA, TRANSITION_SECONDS
+    from viewer.canvas import TRANSITION_SECONDS
 
     bundle, data, labels, _ = _bundle(tmp_path, rng)
     c = _canvas(bundle, rng)
@@ -211,7 +209,7 @@ def test_j_starts_a_transition_whose_midpoint_is_the_blend(tmp_path, rng):
         idx = _isolated(px, c.size, 3 * c.point_size())
         assert len(idx) >= 2
         for i in idx:
-            _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
+            _check(img, px[i], c.coloring.palette[labels[i]], c.point_alpha())
         c.advance(TRANSITION_SECONDS)
         assert c.transition is None and c.layer_index == 1
         np.testing.assert_allclose(c.project_current(), data[1] @ c.frame, rtol=1e-5,
@@ -272,28 +270,38 @@ def test_3d_depth_cue_near_points_are_bigger(tmp_path, rng):
 
 
 def test_legend_click_filters_and_layer_strip_click_switches(tmp_path, rng):
-    from viewer import overlay as vov
+    from viewer import layout as vlayout
 
     bundle, data, labels, _ = _bundle(tmp_path, rng, k=4)
     c = _canvas(bundle, rng, size=(500, 400))
     try:
         c.show_hud = True
-        lay = vov.legend_layout(4, c.size[1])
-        b = lay.boxes[2]
-        c.events.mouse_move(pos=((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2), button=None)
-        assert c._hover_legend == 2
-        c.events.mouse_press(pos=((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2), button=1)
-        c.events.mouse_release(pos=((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2), button=1)
+        lay = c.layout()
+        rows = dict((r.code, b) for r, b in c.legend.layout(lay.legend, lay.scale).rows)
+        assert sorted(rows) == [0, 1, 2, 3]
+        b = rows[2]
+        mid = (b.x + b.w / 2, b.y + b.h / 2)
+        c.events.mouse_move(pos=mid, button=None)
+        assert c.hover_legend == ("class", 2)
+        c.events.mouse_press(pos=mid, button=1)
+        c.events.mouse_release(pos=mid, button=1)
         assert c.legend_filter == {2}
-        t = lay.title
-        c.events.mouse_press(pos=((t.x0 + t.x1) / 2, (t.y0 + t.y1) / 2), button=1)
+        b1 = rows[1]
+        from vispy.util import keys
+
+        c.events.mouse_press(pos=(b1.x + b1.w / 2, b1.y + b1.h / 2), button=1, modifiers=(keys.SHIFT,))
+        assert c.legend_filter == {1, 2}  # shift-click adds
+        t = c.legend.layout(lay.legend, lay.scale).title
+        c.events.mouse_press(pos=(t.x + t.w / 2, t.y + t.h / 2), button=1)
         assert c.legend_filter is None
-        strip = vov.layer_strip_boxes([ly.name for ly in c.model.layers], *c.size)
-        s2 = strip[2]
-        c.events.mouse_press(pos=((s2.x0 + s2.x1) / 2, (s2.y0 + s2.y1) / 2), button=1)
+        rows_ = vlayout.strip_rows(len(c.model.layers), lay.strips[0], lay.scale, c.layer_index)
+        s2 = rows_.boxes[2]
+        c.events.mouse_press(pos=(s2.x + s2.w / 2, s2.y + s2.h / 2), button=1)
         assert c.transition == (0, 2, 0.0)
         img = c.render()  # HUD with legend, strip and text draws without error
         assert img.shape[:2] == (400, 500)
+        drawn = [t for t, _ in c.overlay.drawn]
+        assert any("class 2" in t for t in drawn)
     finally:
         c.close()
 
@@ -334,10 +342,8 @@ def test_resize_and_close_during_a_transition(tmp_path, rng):
     ref = ((1 - s) * data[0] + s * data[1]) @ c.frame
     px = c.data_to_pixels(ref)
     idx = _isolated(px, c.size, 3 * c.point_size())
-    from viewer.canvas import POINT_ALPHA
-
     for i in idx:
-        _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
+        _check(img, px[i], c.coloring.palette[labels[i]], c.point_alpha())
     c.close()
     app.process_events()
     c.advance(0.3)  # the transition clock may still run after close without touching GL
@@ -380,13 +386,10 @@ def test_screenshot_key_writes_png(tmp_path, rng):
 def test_cuda_path_falls_back_to_copy_when_interop_cannot_register(tmp_path, rng):
     """Here (Mesa, no NVIDIA driver) registration must fail cleanly and say so; drawing goes on."""
     pytest.importorskip("cuda.bindings")
-    from viewer.canvas import POINT_ALPHA
-
     bundle, data, labels, _ = _bundle(tmp_path, rng)
     c = _canvas(bundle, rng, path="copy")
     try:
-        c.render_path_name = "cuda"
-        c._make_path()
+        c.points.rebuild("cuda")
         c.render()
         if "failed" not in c.render_path:
             pytest.skip("CUDA-GL interop registered: this is an NVIDIA GL context")
@@ -395,7 +398,7 @@ def test_cuda_path_falls_back_to_copy_when_interop_cannot_register(tmp_path, rng
         img = c.render()
         px = c.data_to_pixels(data[0] @ c.frame)
         for i in _isolated(px, c.size, 3 * c.point_size()):
-            _check(img, px[i], c.coloring.palette[labels[i]], POINT_ALPHA)
+            _check(img, px[i], c.coloring.palette[labels[i]], c.point_alpha())
     finally:
         c.close()
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from engine.errors import UserError
 
+DEFAULT_SPEED = 0.8  # rad/s; the same as viewer.window.DEFAULT_SPEED (checked by a test), kept here so
+# that ``--help`` does not import VisPy
+
 log = logging.getLogger("layertour.viewer")
 
 
@@ -34,6 +37,20 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-path", default="auto", choices=["auto", "cuda", "copy", "shader"],
                    help="auto picks CUDA-GL interop on NVIDIA, else the vertex-shader path")
     p.add_argument("--seed", type=int, default=0, help="seed of the tour's random targets")
+    p.add_argument("--speed", type=_speed, default=None, metavar="RAD_PER_S",
+                   help=f"tour speed in radians per second (default {DEFAULT_SPEED:g}; + and - change it "
+                        "live)")
+
+
+def _speed(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be a number of radians per second, got {text!r}") \
+            from None
+    if not (v >= 0 and v < 100):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"--speed must be between 0 and 100 rad/s, got {text!r}")
+    return v
 
 
 def register(sub) -> None:
@@ -41,11 +58,19 @@ def register(sub) -> None:
     subparsers action); each sets ``handler`` to the function that runs it."""
     p = sub.add_parser("view", help="open the interactive Grand Tour viewer on a bundle")
     _add_view_args(p)
+    p.add_argument("--size", default=None,
+                   help="window size WxH in logical pixels (default 1100x820; with --compare 1600x860)")
     p.set_defaults(handler=_needs_vispy(view))
 
     p = sub.add_parser("render", help="render a bundle's tour headless to PNG, GIF or MP4")
     _add_view_args(p)
-    p.add_argument("--size", default="800x800", help="WxH in pixels (default 800x800)")
+    p.add_argument("--size", default="800x800",
+                   help="WxH in pixels, up to 3840x2160 (4K) and beyond where the GL allows (default "
+                        "800x800; "
+                        "with --compare 1600x800)")
+    p.add_argument("--no-hud", dest="hud", action="store_false",
+                   help="points only, no text or panels (figures for papers)")
+    p.add_argument("--images", action="store_true", help="draw each point as its thumbnail (image mode)")
     p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--walk", type=float, metavar="SECONDS",
@@ -98,14 +123,19 @@ def view(args) -> int:
     from viewer import controllers, viewstate
     from viewer.canvas import TourCanvas
 
+    try:
+        size = None if args.size is None else _parse_size(args.size)
+    except ValueError as exc:
+        raise ViewerCliError(str(exc)) from exc
     bundle = _load(args)
     state = _state(args)
     model = args.model or (state["model"] if state else None)
     if getattr(args, "compare", None):
-        return _view_compare(args, bundle, app)
+        return _view_compare(args, bundle, app, size)
     try:
         canvas = TourCanvas(bundle, model=model, layer=args.layer, dims=args.dims, color=args.color,
-                            render_path=args.render_path, seed=args.seed, show=True)
+                            render_path=args.render_path, seed=args.seed, show=True, size=size or (1100, 820),
+                            speed=args.speed)
     except (KeyError, ValueError, IndexError) as exc:
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     controllers.install(canvas, state_path=args.state)
@@ -116,7 +146,13 @@ def view(args) -> int:
     return 0
 
 
-def _view_compare(args, bundle, app) -> int:
+def _parse_size(text):
+    from viewer.headless import parse_size
+
+    return parse_size(text)
+
+
+def _view_compare(args, bundle, app, size) -> int:
     """The side-by-side window for ``--compare A B`` (--layer sets both views' layer index)."""
     from viewer.compare import CompareCanvas
 
@@ -126,7 +162,7 @@ def _view_compare(args, bundle, app) -> int:
     try:
         canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
                                dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
-                               show=True)
+                               show=True, size=size or (1600, 860), speed=args.speed)
     except (KeyError, ValueError, IndexError) as exc:
         raise ViewerCliError(f"--compare {a} {b}: {str(exc).strip(chr(39) + chr(34))}") from exc
     canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
@@ -164,11 +200,12 @@ def render(args) -> int:
             out = render_compare(bundle, args.out, compare[0], compare[1], layer_a=args.layer,
                                  layer_b=_layer_b(bundle, *compare, args.layer), size=size,
                                  frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
-                                 render_path=args.render_path, seed=args.seed)
+                                 render_path=args.render_path, seed=args.seed, hud=args.hud, speed=args.speed)
         else:
             out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size,
                               frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
-                              render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None))
+                              render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None),
+                              hud=args.hud, speed=args.speed, images=args.images)
     except (KeyError, ValueError, IndexError) as exc:
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     print(f"wrote {out}")

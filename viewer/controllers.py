@@ -1,11 +1,12 @@
-"""Interaction controllers: brushing, handles, hover/search and saved views on a TourCanvas.
+"""Interaction controllers: brushing, handles, hover/search and saved views.
 
-Each controller plugs into :class:`viewer.canvas.TourCanvas` through its controller protocol
-(``on_mouse_press/move/release``, ``on_key_press`` returning True when the event is consumed,
-``on_layer_changed``, ``on_frame``, ``draw(canvas, overlay)``) and holds only interaction state;
-the logic lives in the GL-free modules :mod:`viewer.selection`, :mod:`viewer.handles`,
-:mod:`viewer.picking` and :mod:`viewer.viewstate`. :func:`install` builds them all in the right
-order for a canvas.
+Each is a :class:`viewer.window.Controller` (the protocol whose hooks do nothing by default):
+it receives the :class:`viewer.pane.Pane` an event is for (mouse positions in that pane's plot
+pixels) and holds only interaction state; the logic lives in the GL-free modules
+:mod:`viewer.selection`, :mod:`viewer.handles`, :mod:`viewer.picking` and :mod:`viewer.viewstate`.
+Links between panes go through methods (:meth:`HoverController.follow`,
+:meth:`HandleController.copy_labels`, :meth:`BrushController.disarm`), never by setting another
+controller's fields. :func:`install` builds the single window's set in the right order.
 
 Keys: b rectangle brush, l lasso, x clear selection, e export selection, d handle from the
 selection, Delete remove last handle, a axis handles, Enter (over a handle) rename it,
@@ -15,7 +16,6 @@ selection, Delete remove last handle, a axis handles, Enter (over a handle) rena
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +25,14 @@ from viewer import viewstate
 from viewer.handles import HandleError, HandleSet, drag_frame
 from viewer.picking import affine_of, describe, nearest, nearest_within, search
 from viewer.selection import Selection, SelectionError, brush_lasso, brush_rect, mode_from_modifiers
+from viewer.text import text_width
+from viewer.window import Controller, TextEntry, key_name
+
+__all__ = ["BrushController", "Controller", "HandleController", "HoverController", "TextEntry",
+           "ViewStateController", "install", "key_name"]
 
 WHITE = (1.0, 1.0, 1.0, 1.0)
 PANEL = (0.05, 0.05, 0.08, 0.85)
-
-
-def key_name(event) -> str:
-    """Lower-case name of a key event's key ('b', 'delete', 'enter', 'escape', '/')."""
-    key = getattr(event, "key", None)
-    name = getattr(key, "name", key)
-    name = "" if name is None else str(name)
-    if name.lower() in ("slash", "question") or name == "/":
-        return "/" if getattr(event, "text", "") != "?" else "?"
-    return name.lower()
 
 
 def _pos(event) -> np.ndarray:
@@ -48,66 +43,13 @@ def _is_left(event) -> bool:
     return getattr(event, "button", None) in (1, None)
 
 
-class TextEntry:
-    """A one-line text field typed into the HUD (search, handle labels). State only."""
-
-    def __init__(self):
-        self.active = False
-        self.prompt = ""
-        self.text = ""
-        self._done: Callable[[str], None] | None = None
-
-    def start(self, prompt: str, on_done: Callable[[str], None], text: str = "") -> None:
-        self.active, self.prompt, self.text, self._done = True, prompt, text, on_done
-
-    def key(self, event) -> bool:
-        """Feed a key press; returns True (consumed) while the entry is active."""
-        if not self.active:
-            return False
-        name = key_name(event)
-        if name in ("enter", "return"):
-            self.active = False
-            if self._done is not None:
-                self._done(self.text)
-        elif name == "escape":
-            self.active = False
-        elif name == "backspace":
-            self.text = self.text[:-1]
-        else:
-            ch = getattr(event, "text", "") or ""
-            if ch.isprintable():
-                self.text += ch
-        return True
-
-
-class TextEntryController:
-    """First in the chain: while a text entry is open, every key goes to it."""
-
-    help = ()
-
-    def __init__(self, entry: TextEntry):
-        self.entry = entry
-
-    def on_key_press(self, canvas, event) -> bool:
-        consumed = self.entry.key(event)
-        if consumed:
-            canvas.update()
-        return consumed
-
-    def draw(self, canvas, overlay) -> None:
-        if self.entry.active:
-            h = canvas.size[1]
-            overlay.rect(8, h - 40, min(canvas.size[0] - 8, 520), h - 14, None, fill=PANEL)
-            overlay.text(f"{self.entry.prompt}{self.entry.text}_", (14, h - 27), WHITE, 13, "left")
-
-
 def _positions(canvas):
     """Projected (N, d) positions exactly as drawn, in the layer data's array module."""
     xp = array_module(canvas.layer_data(canvas.layer_index))
     return canvas.project_current(xp=xp)
 
 
-class BrushController:
+class BrushController(Controller):
     """Rectangle (b) and lasso (l) brushing; x clears, e exports. Shift adds, Control subtracts."""
 
     help = (("b", "rectangle brush (drag; shift adds, ctrl subtracts)"), ("l", "lasso brush"),
@@ -141,6 +83,10 @@ class BrushController:
             self._export(canvas)
             return True
         return False
+
+    def disarm(self) -> None:
+        """Forget an armed brush and a gesture in progress (the other pane's gesture spent it)."""
+        self.armed, self.path = None, []
 
     def _export(self, canvas) -> None:
         self.selection.set_mask(canvas.selection)
@@ -210,7 +156,7 @@ class BrushController:
             overlay.lines(np.array(self.path), color, closed=True)
 
 
-class HandleController:
+class HandleController(Controller):
     """Custom handles from the selection (d), axis handles (a), drag to steer, Delete removes the
     last, Enter over a handle renames it. The tour pauses during a drag and resumes from there."""
 
@@ -226,6 +172,15 @@ class HandleController:
         self.hover = None
         self._resume = False
         self._model = None
+
+    def handle_set(self) -> HandleSet:
+        return self.handles
+
+    def copy_labels(self, other: HandleController) -> None:
+        """Give this set's handles the labels of ``other``'s (created in lockstep, in order)."""
+        for h, g in zip(other.handles.handles, list(self.handles.handles)):
+            if g.label != h.label:
+                self.handles.rename(g.uid, h.label)
 
     def on_layer_changed(self, canvas) -> None:
         """Centroids are cached per layer index: drop them when the canvas shows another model."""
@@ -356,7 +311,7 @@ class HandleController:
             overlay.text(h.label, (q[0] + r + 3, q[1]), h.color, 12, "left")
 
 
-class HoverController:
+class HoverController(Controller):
     """Tooltip for the point under the cursor (index, attributes, thumbnail); / searches labels or
     an index and highlights the matches."""
 
@@ -408,6 +363,13 @@ class HoverController:
     def on_layer_changed(self, canvas) -> None:
         self.index = None
 
+    def follow(self, other: HoverController) -> bool:
+        """Mark the point ``other`` hovers (the linked pane's); True when that changed anything."""
+        if other.index == self.index:
+            return False
+        self.index = other.index
+        return True
+
     def _point_px(self, canvas, i: int) -> np.ndarray:
         def row(layer):
             return np.asarray(to_host(canvas.layer_data(layer)[i]), dtype=np.float64)
@@ -426,7 +388,7 @@ class HoverController:
         w, h = canvas.size[0], canvas.size[1]
         lines = [f"{name}: {text}" for name, text in tip.rows]
         thumb = 64 if tip.thumbnail is not None else 0
-        text_w = max(overlay.text_size(s, 11)[0] for s in lines)
+        text_w = max(text_width(s, 11) for s in lines)
         box_w = 12 + max(text_w, thumb)
         box_h = 10 + 16 * len(lines) + (thumb + 6 if thumb else 0)
         x0 = q[0] + 12 if q[0] + 12 + box_w < w else q[0] - 12 - box_w
@@ -441,7 +403,7 @@ class HoverController:
             y += 16
 
 
-class ViewStateController:
+class ViewStateController(Controller):
     """v saves the view (``<bundle>-view-<time>.json``), o loads the last saved (or --state) view,
     g glides to it along the geodesic between frames."""
 
@@ -456,6 +418,7 @@ class ViewStateController:
 
     def _saved(self, canvas):
         path = self.state_path or viewstate.latest_path(canvas.bundle, self.directory)
+        canvas = canvas.window
         if path is None:
             canvas.status_message("no saved view yet (v saves one)")
             return None, None
@@ -470,7 +433,7 @@ class ViewStateController:
         if k == "v":
             try:
                 path = viewstate.save(viewstate.default_path(canvas.bundle, self.directory),
-                                      viewstate.capture(canvas))
+                                      viewstate.capture(canvas.window))
             except (OSError, ValueError) as exc:
                 canvas.status_message(f"saving the view failed: {exc}")
                 return True
@@ -480,13 +443,14 @@ class ViewStateController:
         if k in ("o", "g"):
             path, state = self._saved(canvas)
             if state is not None:
-                self.go_to(canvas, state, animate=(k == "g"))
+                self.go_to(canvas.window, state, animate=(k == "g"))
                 canvas.status_message(f"{'going to' if k == 'g' else 'loaded'} view {path}")
             return True
         return False
 
     def go_to(self, canvas, state: dict, animate: bool = True, duration: float = 0.6) -> None:
-        """Apply ``state``; with ``animate`` the frame glides there over ``duration`` seconds."""
+        """Apply ``state`` to the window ``canvas``; with ``animate`` the frame glides there over
+        ``duration`` seconds."""
         try:
             viewstate.check_fits(canvas, state)
         except viewstate.ViewStateError as exc:
@@ -504,6 +468,7 @@ class ViewStateController:
     def on_frame(self, canvas, dt: float) -> None:
         if self.goto is None:
             return
+        canvas = canvas.window
         frame, done = self.goto.step(dt)
         if not done:
             canvas.set_frame(frame)
@@ -516,16 +481,17 @@ class ViewStateController:
 
 
 def install(canvas, state_path=None, directory=None) -> list:
-    """Create the interaction controllers for ``canvas``, add them in event order with their help
-    entries, and return them: TextEntryController, BrushController (an armed brush takes a press
-    before a handle under it), HandleController, HoverController, ViewStateController.
+    """Create the interaction controllers for the single-model window ``canvas``, add them in
+    event order with their help entries, and return them: BrushController (an armed brush takes a
+    press before a handle under it), HandleController, HoverController, ViewStateController. Keys
+    typed into the window's text entry (search, labels) reach the entry first.
 
     state_path : the --state file that ``o`` and ``g`` use (default: the newest saved view).
     directory : where ``v`` and ``e`` write (default: the current directory).
     """
-    entry = TextEntry()
-    p = int(canvas.layer_data(canvas.layer_index).shape[1])
-    ctrls = [TextEntryController(entry), BrushController(int(canvas.bundle.n), export_dir=directory),
+    entry = canvas.entry
+    p = int(canvas.p)
+    ctrls = [BrushController(int(canvas.bundle.n), export_dir=directory),
              HandleController(p, entry), HoverController(entry), ViewStateController(directory, state_path)]
     for c in ctrls:
         canvas.help_entries.extend(c.help)

@@ -126,7 +126,7 @@ def _capture(canvas, out: Path, frames: int, fps: int, walk: float | None = None
 def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, size=(1600, 800),
                    frames: int = 1, fps: int = 30, dims: int = 2, color=None, render_path: str = "auto",
                    seed: int = 0, device: str = "auto", hud: bool = True, heatmap: bool = True,
-                   warmup: float = 0.0) -> Path:
+                   warmup: float = 0.0, speed: float | None = None) -> Path:
     """Render models ``a`` and ``b`` of ``bundle`` side by side (:class:`viewer.compare.CompareCanvas`:
     one tour, B aligned to A, the similarity heat map unless ``heatmap=False``) to ``out``.
 
@@ -142,15 +142,16 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
         bundle = load_bundle(bundle)
     canvas = CompareCanvas(bundle, a, b, layer_a=layer_a, layer_b=layer_b, dims=dims, color=color,
                            render_path=render_path, seed=seed, size=tuple(size), show=False, animate=False,
-                           device=device, controllers=False)
+                           device=device, controllers=False, speed=speed)
     try:
         canvas.show_hud = hud
         canvas.show_heatmap = heatmap
+        canvas.reset_view()
         if warmup > 0:
             canvas.advance(warmup)
         _capture(canvas, out, frames, fps)
         log.info("rendered %d frame(s) of %s vs %s with the %s path (%s) to %s", frames, a, b,
-                 canvas.panels[0].path.describe(), canvas.gl_renderer, out)
+                 canvas.panels[0].points.describe(), canvas.gl_renderer, out)
     finally:
         canvas.close()
     return out
@@ -159,13 +160,14 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
 def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames: int = 1, fps: int = 30,
                 state=None, dims: int = 2, color=None, render_path: str = "auto", seed: int = 0,
                 device: str = "auto", hud: bool = True, warmup: float = 0.0,
-                walk: float | None = None) -> Path:
+                walk: float | None = None, speed: float | None = None, images: bool = False) -> Path:
     """Render ``frames`` frames of the tour of ``bundle`` (a Bundle or a path) to ``out``.
 
     out : FILE.png (one frame), FILE.gif or FILE.mp4. state : saved view (path or dict from
     ``viewer.viewstate``) to start from, with its handles and selection. warmup : seconds of tour
     to run before the first frame. walk : step to the next layer every ``walk`` seconds of the
-    clip (animated transitions, wrapping to the first layer). Returns the output path. Raises
+    clip (animated transitions, wrapping to the first layer). speed : tour speed in rad/s (default
+    the viewer's). images : draw the bundle's thumbnails (image mode). Returns the output path. Raises
     ValueError for a bad suffix or frame count, and the bundle's own errors for a bad bundle.
     """
     out = Path(out)
@@ -182,10 +184,13 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
         st = state if isinstance(state, dict) else viewstate.load(state)
         model = model or st.get("model")
     canvas = TourCanvas(bundle, model=model, layer=layer, dims=dims, color=color, render_path=render_path,
-                        seed=seed, size=tuple(size), show=False, animate=False, device=device)
+                        seed=seed, size=tuple(size), show=False, animate=False, device=device, speed=speed)
     try:
         canvas.show_hud = hud
         canvas.show_fps = False
+        canvas.reset_view()  # frame the first picture for the plot area of this layout
+        if images:
+            canvas.set_image_mode(True)
         if st is not None:
             from viewer import controllers
 

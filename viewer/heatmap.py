@@ -1,8 +1,9 @@
 """The layer-similarity heat map of the compare view: layout and hit tests (GL-free), and drawing.
 
 S[i, j] is the similarity of model A's layer i (rows, top to bottom) with model B's layer j
-(columns, left to right), ``engine.align.similarity`` values in [0, 1]. Colours are VisPy's
-viridis over the matrix's own range [min S, max S] (shown on a colour bar beside the matrix), so
+(columns, left to right), ``engine.align.similarity`` values in [0, 1]. Colours are the viewer's
+continuous map (:func:`viewer.colors.continuous_colormap`) over the matrix's own range
+[min S, max S] (shown on a colour bar beside the matrix), so
 the structure stays visible when every pair is similar. All coordinates are logical window
 pixels, origin top-left, as the overlay and VisPy mouse events use them.
 """
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from viewer import colors as vcolors
-from viewer import overlay as vov
+from viewer import hud as vov
+from viewer.text import fit_text
 
 MAX_W, MAX_H = 240.0, 190.0
 CELL_RANGE = (3.0, 28.0)
@@ -67,6 +69,32 @@ def heatmap_layout(rows: int, cols: int, right: float, bottom: float) -> Heatmap
     return HeatmapLayout(x0, y0, cell, rows, cols, (bx0, y0, bx1, y1))
 
 
+LABEL_W = 40.0  # room for the colour bar's tick labels right of it
+TEXT_H = 40.0   # two lines of text above the matrix
+
+
+def heatmap_size(rows: int, cols: int) -> tuple[float, float]:
+    """Preferred (w, h) in logical px (scale 1) of the heat map panel for a rows x cols matrix."""
+    cell = float(np.floor(np.clip(min(MAX_W / max(cols, 1), MAX_H / max(rows, 1)), *CELL_RANGE)))
+    return cols * cell + 10.0 + BAR_W + LABEL_W + 12.0, rows * cell + TEXT_H + 16.0
+
+
+def heatmap_in(rect, rows: int, cols: int) -> HeatmapLayout:
+    """The matrix laid out inside the panel ``rect`` (a :class:`viewer.layout.Rect`): cells as
+    large as fit (at most CELL_RANGE[1], at least 2 px), the colour bar and labels at the right."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"heat map needs at least one row and column, got {rows} x {cols}")
+    cell = np.floor(min((rect.w - 10.0 - BAR_W - LABEL_W - 12.0) / cols, (rect.h - TEXT_H - 16.0) / rows,
+                        CELL_RANGE[1]))
+    cell = float(max(cell, 2.0))
+    bx1 = rect.x1 - LABEL_W
+    bx0 = bx1 - BAR_W
+    x0 = bx0 - 10.0 - cols * cell
+    y1 = rect.y1 - 8.0
+    y0 = y1 - rows * cell
+    return HeatmapLayout(x0, y0, cell, rows, cols, (bx0, y0, bx1, y1))
+
+
 def heat_colors(S: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """(La*Lb, 4) float32 RGBA per cell (row-major) and the (lo, hi) range the colours span."""
     S = np.asarray(S, dtype=np.float64)
@@ -79,13 +107,15 @@ def heat_colors(S: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 
 def draw_heatmap(ov, lay: HeatmapLayout, S: np.ndarray, current: tuple[int, int],
-                 hover: tuple[int, int] | None, names_a, names_b, model_a: str, model_b: str) -> None:
+                 hover: tuple[int, int] | None, names_a, names_b, model_a: str, model_b: str,
+                 rect=None) -> None:
     """Draw the matrix, its colour bar, the current pair (white outline) and, when hovering, both
-    layer names and the value. ``ov`` is a window-sized :class:`viewer.overlay.Overlay`."""
+    layer names and the value, inside the panel ``rect`` (text cut to its width). ``ov`` is a
+    window-sized :class:`viewer.overlay.Overlay`."""
     cols, (lo, hi) = heat_colors(S)
     c = lay.cell
     i, j = current
-    xr = lay.bar[2] + 28.0
+    xr = lay.bar[2] + 28.0 if rect is None else rect.x1 - 6.0
     if hover is not None:
         hi_, hj = hover
         lines = (f"{model_a} {names_a[hi_]}  ×  {model_b} {names_b[hj]}",
@@ -95,8 +125,12 @@ def draw_heatmap(ov, lay: HeatmapLayout, S: np.ndarray, current: tuple[int, int]
         lines = (f"layer similarity: {model_a} (rows) × {model_b} (columns)",
                  f"{model_a} {names_a[i]} × {model_b} {names_b[j]}: {float(S[i, j]):.3f}")
         colors = (vov.TEXT, vov.DIM)
-    tw = max(ov.text_size(s, 11)[0] for s in lines)
-    ov.rect(min(lay.x0, xr - tw) - 8, lay.y0 - 40, xr + 6, lay.y1 + 8, None, fill=vov.PANEL)
+    if rect is not None:
+        lines = tuple(fit_text(s, 11, rect.w - 12) for s in lines)
+        ov.rect(rect.x, rect.y, rect.x1, rect.y1, None, fill=vov.PANEL)
+    else:
+        tw = max(ov.text_size(s, 11)[0] for s in lines)
+        ov.rect(min(lay.x0, xr - tw) - 8, lay.y0 - 40, xr + 6, lay.y1 + 8, None, fill=vov.PANEL)
     for k, (s, col) in enumerate(zip(lines, colors)):
         ov.text(s, (xr, lay.y0 - 28 + 16 * k), col, 11, "right middle")
     ii, jj = np.divmod(np.arange(lay.rows * lay.cols), lay.cols)

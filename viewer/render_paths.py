@@ -189,8 +189,9 @@ class PointsPath(ABC):
     def prepare(self, a_key, a, b_key, b, s: float, F: np.ndarray) -> None:
         """Make the next draw show ((1-s) a + s b) F. a, b : (N, p) float32 (NumPy or CuPy)."""
 
-    def after_draw(self, canvas) -> None:  # noqa: B027 (optional hook, a no-op by default)
-        """Called after each draw with the context current (interop registers here)."""
+    def after_draw(self, context) -> None:  # noqa: B027 (optional hook, a no-op by default)
+        """Called after each draw with ``context`` (the canvas's GL context) current; interop
+        registers its buffer here."""
 
     def release(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Free path-specific resources (interop registrations, cached textures)."""
@@ -389,17 +390,17 @@ class CudaPath(CopyPath):
         self._registered_nbytes = 0
         self.failed: str | None = None
 
-    def _gl_handle(self, canvas) -> int | None:
-        obj = canvas.context.shared.parser.get_object(self.pos_vbo.id)
+    def _gl_handle(self, context) -> int | None:
+        obj = context.shared.parser.get_object(self.pos_vbo.id)
         return None if obj is None else int(obj.handle)
 
-    def after_draw(self, canvas) -> None:  # noqa: B027 (optional hook, a no-op by default)
+    def after_draw(self, context) -> None:
         if self.failed is not None:
             return
         nbytes = self.n * self.dims * 4
         if self._interop is not None and self._registered_nbytes == nbytes:
             return
-        handle = self._gl_handle(canvas)
+        handle = self._gl_handle(context)
         if handle is None:
             return
         if self._interop is not None:

@@ -1,0 +1,102 @@
+"""Text for the HUD, GL-free: making any string safe to draw, measuring it and rasterising it.
+
+Everything the viewer draws as text (layer names, class names, handle labels, file paths in
+status messages) goes through :func:`safe_text` first, so a name read from a bundle can never make
+a draw raise: control characters (newlines, tabs, NUL, escape sequences) become visible symbols
+or spaces, lone surrogates are replaced, and very long strings are cut with an ellipsis.
+Rasterising is PIL's FreeType renderer with DejaVu Sans (Pillow's bundled font where DejaVu is
+missing); :func:`text_width` measures with the same font, so layouts computed without GL match
+what is drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+MAX_CHARS = 160
+FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf",
+              "/usr/share/fonts/dejavu/DejaVuSans.ttf")
+_VISIBLE = {"\n": "⏎", "\r": "⏎", "\t": " ", "\x00": "␀"}
+
+
+def safe_text(s, max_chars: int = MAX_CHARS) -> str:
+    """``s`` (any object) as a one-line, printable string of at most ``max_chars`` characters.
+
+    Newlines and carriage returns show as "⏎", tabs as a space, other control and format
+    characters (C0/C1, bidi overrides) as "�"; a string longer than ``max_chars`` keeps its start
+    and ends in "…".
+    """
+    text = s if isinstance(s, str) else str(s)
+    text = text.encode("utf-8", "replace").decode("utf-8", "replace")  # lone surrogates -> "?"
+    out = []
+    for ch in text:
+        if ch in _VISIBLE:
+            out.append(_VISIBLE[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append("�")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    if len(text) > max_chars:
+        text = text[: max(1, max_chars - 1)] + "…"
+    return text
+
+
+@functools.lru_cache(maxsize=32)
+def font(size: int):
+    """PIL FreeType font of ``size`` pixels (DejaVu Sans, else Pillow's default)."""
+    from PIL import ImageFont
+
+    size = max(1, int(round(size)))
+    for path in FONT_PATHS:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    return ImageFont.load_default(size=size)
+
+
+def text_width(s: str, size: float) -> float:
+    """Width in pixels of ``safe_text(s)`` at font ``size`` (as :func:`rasterize` draws it)."""
+    f = font(int(round(size)))
+    return float(f.getlength(safe_text(s))) + 2.0
+
+
+def fit_text(s: str, size: float, width: float) -> str:
+    """``safe_text(s)``, shortened in the middle with "…" until it is at most ``width`` px wide.
+
+    Keeps the start (a layer's index, a class's first word) and the end (its kind), e.g.
+    "12-inception4d.branch3" -> "12-incep…branch3".
+    """
+    t = safe_text(s)
+    if text_width(t, size) <= width or len(t) <= 2:
+        return t
+    lo, hi = 0, len(t)
+    best = t[:1] + "…"
+    while lo < hi:  # the longest middle cut that fits
+        keep = (lo + hi + 1) // 2
+        head = (keep + 1) // 2
+        cand = t[:head] + "…" + (t[len(t) - (keep - head):] if keep - head else "")
+        if text_width(cand, size) <= width:
+            best, lo = cand, keep
+        else:
+            hi = keep - 1
+    return best
+
+
+def rasterize(s: str, size: float) -> np.ndarray:
+    """(h, w, 4) uint8 host image of ``safe_text(s)``: white glyphs, coverage in alpha."""
+    from PIL import Image, ImageDraw
+
+    t = safe_text(s) or " "
+    f = font(int(round(size)))
+    x0, _, x1, _ = f.getbbox(t)
+    ascent, descent = f.getmetrics()
+    w, h = max(1, int(np.ceil(max(x1, f.getlength(t)))) - min(x0, 0) + 2), ascent + descent + 2
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).text((1 - min(x0, 0), 1), t, font=f, fill=255)
+    out = np.full((h, w, 4), 255, np.uint8)
+    out[..., 3] = np.asarray(img, dtype=np.uint8)
+    return out
