@@ -22,9 +22,10 @@ from _v2_helpers import make_bundle
 pytestmark = [pytest.mark.slow]
 
 N, P = 1200, 6
-W, H = 480, 400
+W, H = 600, 440
 IMG = ".renderview-wrapper img"
 NOTEBOOK = f"""import numpy as np, viewer
+from viewer.controllers import BrushController, HandleController
 selections = []
 w = viewer.show("small.lt", size=({W}, {H}), device="cpu", seed=0)
 w.on_selection(selections.append)
@@ -101,9 +102,15 @@ def drag(nb, path):
 
 
 def focus(nb):
-    """Click an empty corner of the view (the widget takes keys once clicked)."""
+    """Click the title bar of the view (nothing there reacts; the widget takes keys once clicked)."""
     el = element(nb)
-    actions(nb).move_to_element_with_offset(el, *at(el, W - 40, 70)).click().perform()
+    actions(nb).move_to_element_with_offset(el, *at(el, W / 2, 6)).click().perform()
+
+
+def plot_rect(nb) -> np.ndarray:
+    """(x0, y0, x1, y1) of the view's plot area in its pixels."""
+    r = nb.py("", "(lambda r: [r.x, r.y, r.x1, r.y1])(w.window.plot_rect)")
+    return np.asarray(r, dtype=np.float64)
 
 
 def test_widget_image_shows_points(nb):
@@ -129,17 +136,19 @@ def test_drag_on_a_handle_changes_the_frame(nb):
     nb.py("w.playing = False")
     focus(nb)
     actions(nb).send_keys("a").perform()  # axis handles
-    wait_for(lambda: nb.py("", "len(next(c for c in w.window.controllers if type(c).__name__ == "
-                               "'HandleController').handles.handles)") > 0, 20, "axis handles")
+    wait_for(lambda: nb.py("", "len(next(c for c in w.window.controllers if isinstance(c, HandleController))"
+                               ".handles.handles)") > 0, 20, "axis handles")
     settle(nb)
-    pos, before = nb.py("hc = next(c for c in w.window.controllers "
-                        "if type(c).__name__ == 'HandleController')",
-                        "[hc.pixel_positions(w.window).tolist(), w.frame.tolist()]")
-    pos = np.asarray(pos)
-    centre = np.array([W, H]) / 2
-    k = int(np.argmax(np.linalg.norm(pos - centre, axis=1)))
+    pos, centre, before = nb.py("hc = next(c for c in w.window.controllers "
+                                "if isinstance(c, HandleController))",
+                                "[hc.pixel_positions(w.window).tolist(), "
+                                "w.window.data_to_pixels(np.zeros((1, 2)))[0].tolist(), w.frame.tolist()]")
+    pos, centre = np.asarray(pos), np.asarray(centre)
+    x0, y0, x1, y1 = plot_rect(nb)
+    inside = (pos[:, 0] > x0 + 10) & (pos[:, 0] < x1 - 10) & (pos[:, 1] > y0 + 10) & (pos[:, 1] < y1 - 10)
+    assert inside.any(), f"no axis handle inside the plot: {pos.tolist()}"
+    k = int(np.argmax(np.where(inside, np.linalg.norm(pos - centre, axis=1), -1.0)))
     start = pos[k]
-    assert 10 < start[0] < W - 10 and 10 < start[1] < H - 10
     img0, f0 = shown(nb), frame_index(nb)
     target = centre + (start - centre) * 0.4 + np.array([25.0, -20.0])
     drag(nb, [start, (start + target) / 2, target])
@@ -162,11 +171,13 @@ def test_brush_selects_the_expected_indices(nb):
     settle(nb)
     px = np.asarray(nb.py("c = w.window; y = np.asarray(c.layer_data(c.layer_index), np.float64)",
                           "c.data_to_pixels((y @ c.frame)[:, :2]).tolist()"))
-    r0, r1 = np.array([150.0, 120.0]), np.array([330.0, 290.0])
+    x0, y0, x1, y1 = plot_rect(nb)
+    r0 = np.array([x0 + 0.2 * (x1 - x0), y0 + 0.2 * (y1 - y0)])
+    r1 = np.array([x0 + 0.75 * (x1 - x0), y0 + 0.7 * (y1 - y0)])
     focus(nb)
     actions(nb).send_keys("b").perform()
-    wait_for(lambda: nb.py("", "next(c for c in w.window.controllers if type(c).__name__ == "
-                               "'BrushController').armed") == "rect", 20, "the brush to arm")
+    wait_for(lambda: nb.py("", "next(c for c in w.window.controllers if isinstance(c, BrushController))"
+                               ".armed") == "rect", 20, "the brush to arm")
     drag(nb, [r0, (r0 + r1) / 2, r1])
     inside = np.all((px >= r0) & (px <= r1), axis=1)
     # points within 2 px of an edge may fall either way (selenium moves by whole pixels)

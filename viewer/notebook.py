@@ -45,7 +45,7 @@ STATUS_INTERVAL = 1.0  # seconds between status-line refreshes
 
 
 def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: str | None = None,
-         quality: int = 80, max_buffered_frames: int = 2, directory=None, **view_options) -> TourWidget:
+         quality: int = 80, max_buffered_frames: int = 2, **view_options) -> TourWidget:
     """Open the interactive viewer on ``bundle`` (an ``engine.store.Bundle`` or a bundle path) in a
     notebook cell; returns the widget (display it, or make it the cell's last expression).
 
@@ -57,10 +57,10 @@ def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: s
     else the first that works; see :mod:`viewer.offscreen`).
     quality : JPEG quality (1-99) of frames while the view moves; 100 sends lossless PNG only.
     max_buffered_frames : frames in flight before the server waits for the browser (>= 1).
-    directory : where the keys that write files (s screenshot, e export, v view) write (default:
-    the kernel's working directory).
     view_options : passed to the window: ``dims`` (2 | 3), ``color``, ``render_path`` (auto |
-    cuda | copy | shader), ``device`` (auto | cuda | cpu), ``seed``, ``layer_cache_bytes``.
+    cuda | copy | shader), ``device`` (auto | cuda | cpu), ``seed``, ``speed`` (rad/s),
+    ``layer_cache_bytes``. The keys that write files (s screenshot, e export, v view) write into
+    the kernel's working directory, as the desktop writes into the shell's.
 
     Raises ``engine.store.BundleError`` for an unreadable bundle, KeyError for an unknown model,
     layer or colouring, ValueError for a bad size or option, and
@@ -78,8 +78,7 @@ def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: s
     offscreen.select_app(gl)
     window = _make_window(bundle, model, layer, compare, size, view_options)
     try:
-        return TourWidget(window, quality=int(quality), max_buffered_frames=int(max_buffered_frames),
-                          directory=directory)
+        return TourWidget(window, quality=int(quality), max_buffered_frames=int(max_buffered_frames))
     except BaseException:
         offscreen.release(window)
         raise
@@ -112,7 +111,7 @@ def _remote_class(base):
 
 def _make_window(bundle, model, layer, compare, size, view_options):
     options = dict(view_options)
-    unknown = set(options) - {"dims", "color", "render_path", "device", "seed", "layer_cache_bytes"}
+    unknown = set(options) - {"dims", "color", "render_path", "device", "seed", "speed", "layer_cache_bytes"}
     if unknown:
         raise TypeError(f"show() got unexpected options: {', '.join(sorted(unknown))}")
     common = dict(size=size, show=False, animate=False, **options)
@@ -158,10 +157,10 @@ class TourWidget(ipywidgets.VBox):
     """The viewer's window, drawn offscreen on the server and shown in the notebook (see the module
     docstring). Built by :func:`show`; ``window`` is the desktop window class it drives."""
 
-    def __init__(self, window, *, quality: int = 80, max_buffered_frames: int = 2, directory=None):
+    def __init__(self, window, *, quality: int = 80, max_buffered_frames: int = 2):
         super().__init__()
         self._window = window
-        self.compare = hasattr(window, "panels")
+        self.compare = len(window.panes) > 1
         self.gl = offscreen.describe(window)
         self._app = self.gl.app
         self._context = offscreen.native_context(window)
@@ -176,6 +175,7 @@ class TourWidget(ipywidgets.VBox):
         self._last_tick = None
         self._tick_handle = None
         self._dirty = True
+        self._status_shown = False
         # GL contexts are per thread, and ipykernel (7+) may deliver the widget's comm messages -
         # hence jupyter_rfb's get_frame and events - on a subshell thread: all GL and window work
         # runs on the thread and event loop that created the window
@@ -186,12 +186,6 @@ class TourWidget(ipywidgets.VBox):
             self._loop = None
         if hasattr(window, "show_fps"):
             window.show_fps = False  # the draw rate is not what the browser gets: the status line says that
-        if directory is not None:
-            window._screenshot_dir = Path(directory)
-            for c in self._controllers():
-                for attr in ("export_dir", "directory"):
-                    if hasattr(c, attr):
-                        setattr(c, attr, Path(directory))
         w, h = window.size
         self.view = _FrameView(self, css_width=f"{w}px", css_height=f"{h}px", resizable=True,
                                quality=quality, max_buffered_frames=max_buffered_frames)
@@ -219,20 +213,20 @@ class TourWidget(ipywidgets.VBox):
     def layer(self):
         """Index of the shown layer (compare: the pair (A's, B's)); set it with an index, id or
         name (compare: a pair, or one key for both), the view blends there as on the desktop."""
-        if self.compare:
-            return tuple(int(p.layer_index) for p in self.window.panels)
-        return int(self.window.layer_index)
+        idx = tuple(int(p.layer_index) for p in self.window.panes)
+        return idx if self.compare else idx[0]
 
     @layer.setter
     def layer(self, key) -> None:
         self._check_open()
         win = self.window
-        if self.compare:
-            keys = key if isinstance(key, (tuple, list)) else (key, key)
-            idx = [None if k is None else int(p.model.layer(k).index) for p, k in zip(win.panels, keys)]
-            win.set_layers(*idx)
-        else:
-            win.set_layer(int(win.model.layer(key).index))
+        keys = key if self.compare and isinstance(key, (tuple, list)) else (key,) * len(win.panes)
+        if len(keys) != len(win.panes):
+            raise ValueError(f"the compare widget takes a pair of layers, got {key!r}")
+        idx = [None if k is None else int(p.model.layer(k).index) for p, k in zip(win.panes, keys)]
+        for pane, i in zip(win.panes, idx):  # resolve every key before changing anything
+            if i is not None:
+                win.set_pane_layer(pane, i)
         self._changed()
 
     @property
@@ -280,19 +274,14 @@ class TourWidget(ipywidgets.VBox):
                     raise IndexError(f"selection indices must be in [0, {n}), got {idx.min()}..{idx.max()}")
                 mask = np.zeros(n, bool)
                 mask[idx] = True
-        win = self.window
-        if self.compare:
-            win.set_brushed(win.panels[1], None)  # clears both panels' brushes
-            if mask is not None:
-                win.set_brushed(win.panels[0], mask)
-        else:
-            win.set_selection(mask)
+        self.window.set_selection(mask)
         self._changed()
 
     @property
     def color(self) -> str:
         """The colouring: an attribute name, "movement", "none" (compare: also "difference")."""
-        return self.window.coloring_name if self.compare else self.window.coloring.name
+        win = self.window
+        return win.coloring_of(win.panes[0]).name
 
     @color.setter
     def color(self, name: str) -> None:
@@ -407,26 +396,12 @@ class TourWidget(ipywidgets.VBox):
                                       "the compare window has none yet")
 
     def _controllers(self) -> list:
-        win = self.window
-        if self.compare:
-            return [c for p in win.panels for c in getattr(p, "controllers", ())]
-        return list(getattr(win, "controllers", ()))
+        return [c for p in self.window.panes for c in p.controllers]
 
-    def _animating(self) -> bool:
-        """Whether the view changes by itself now (tour, layer blend, B's re-alignment glide)."""
-        win = self.window
-        if win.tour.playing:
-            return True
-        if self.compare:
-            from viewer.canvas import TRANSITION_SECONDS
-
-            return any(p.transition is not None for p in win.panels) or win._q_t < TRANSITION_SECONDS
-        return win.transition is not None
-
-    def _status_pending(self) -> bool:
-        """A HUD message has expired since the last frame (it disappears only when redrawn)."""
-        status = getattr(self.window, "_status", None)
-        return status is not None and time.monotonic() >= status[1]
+    def _status_expired(self) -> bool:
+        """The HUD showed a message in the last frame that has expired since (it disappears only
+        when the window is drawn again)."""
+        return self._status_shown and self.window.current_status() is None
 
     def _on_window_update(self) -> None:
         self._dirty = True
@@ -494,6 +469,7 @@ class TourWidget(ipywidgets.VBox):
         if self._elsewhere(self.view.request_draw):
             return None  # drawn on the window's own thread instead
         t = time.perf_counter()
+        self._status_shown = self._window.current_status() is not None
         img = self._reader.read()
         self._draws += 1
         self._draw_seconds += time.perf_counter() - t
@@ -521,9 +497,9 @@ class TourWidget(ipywidgets.VBox):
         dt = 0.0 if self._last_tick is None else min(now - self._last_tick, 0.1)
         self._last_tick = now
         try:
-            moving = self._animating()
+            moving = self.window.animating()
             self.window.advance(dt)
-            if moving or self._dirty or self._status_pending():
+            if moving or self._dirty or self._status_expired():
                 self.view.request_draw()
             self._notify_selection()
             self._refresh_status()
@@ -540,7 +516,7 @@ class TourWidget(ipywidgets.VBox):
         s = self.stats
         win = self.window
         name = Path(str(win.bundle.path)).name
-        path = win.panels[0].path.describe() if self.compare else win.render_path
+        path = win.panes[0].points.describe()
         parts = [name, f"offscreen {self.gl.describe()}", f"path {path}"]
         if s["frames_sent"]:
             parts.append(f"{s['fps']:.0f} fps delivered · {s['bytes_per_frame'] / 1024:.0f} kB/frame · "
