@@ -288,3 +288,22 @@ def test_layertour_info_names_the_offscreen_gl():
         or o["kind"].startswith(("EGL", "X display"))
     line = next(ln for ln in report(device="cpu").splitlines() if ln.startswith("offscreen"))
     assert o["kind"] in line and "notebook widget" in line
+
+
+@pytest.mark.slow
+def test_example_notebook_runs(tmp_path):
+    """examples/notebook.ipynb, every cell, in a real kernel (no browser), on a small bundle in
+    place of the demo's: the example stays in step with the API."""
+    import nbformat
+    from conftest import REPO
+    from nbclient import NotebookClient
+
+    make_bundle(tmp_path / "small.lt", np.random.default_rng(5), n=300, p=P, layers=3, images=False)
+    nb = nbformat.read(REPO / "examples" / "notebook.ipynb", as_version=4)
+    setup = next(c for c in nb.cells if c.cell_type == "code" and "BUNDLE = " in c.source)
+    setup.source = 'from pathlib import Path\nBUNDLE = Path("small.lt")'
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", ()))
+    assert "300 images" in outputs
+    assert (tmp_path / "demo-view.json").exists()
