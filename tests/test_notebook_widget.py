@@ -302,7 +302,8 @@ def test_example_notebook_runs(tmp_path):
     nb = nbformat.read(REPO / "examples" / "notebook.ipynb", as_version=4)
     setup = next(c for c in nb.cells if c.cell_type == "code" and "BUNDLE = " in c.source)
     setup.source = 'from pathlib import Path\nBUNDLE = Path("small.lt")'
-    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", ()))
     assert "300 images" in outputs
