@@ -519,7 +519,8 @@ class TourWidget(ipywidgets.VBox):
         path = win.panes[0].points.describe()
         parts = [name, f"offscreen {self.gl.describe()}", f"path {path}"]
         if s["frames_sent"]:
-            parts.append(f"{s['fps']:.0f} fps delivered · {s['bytes_per_frame'] / 1024:.0f} kB/frame · "
+            rate = f"{s['fps']:.0f} fps delivered" if win.animating() else "at rest"
+            parts.append(f"{rate} · {s['bytes_per_frame'] / 1024:.0f} kB/frame · "
                          f"draw {1000 * s['draw_s']:.0f} ms")
         text = html.escape("  ·  ".join(parts))
         self.status.value = f"<span style='font: 11px monospace; color: #777'>{text}</span>"
