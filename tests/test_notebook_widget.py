@@ -308,3 +308,27 @@ def test_example_notebook_runs(tmp_path):
     outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", ()))
     assert "300 images" in outputs
     assert (tmp_path / "demo-view.json").exists()
+
+
+@pytest.mark.gpu
+def test_widget_on_nvidia_egl_draws_through_cuda_interop(bundle):
+    """On a GPU server with no display: the widget's context is NVIDIA's EGL, the render path is
+    CUDA–OpenGL interop, and its picture matches the shader path's (same frame, same layer)."""
+    pytest.importorskip("jupyter_rfb")
+    script = f"""
+import json, numpy as np
+from viewer.notebook import show
+a = show({str(bundle.path)!r}, size=(240, 200), device="cuda", gl="egl", render_path="auto", seed=1)
+b = show({str(bundle.path)!r}, size=(240, 200), device="cpu", gl="egl", render_path="shader", seed=1)
+a.playing = b.playing = False
+ia, ib = a.snapshot().astype(int), b.snapshot().astype(int)
+print(json.dumps({{"kind": a.gl.kind, "path": a.window.render_path, "diff": float(np.abs(ia - ib).mean()),
+                  "lit": int((ia.max(axis=2) > 90).sum())}}))
+a.close(); b.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["kind"] == "NVIDIA EGL" and r["path"].startswith("cuda"), r
+    assert r["lit"] > 20 and r["diff"] < 2.0, r
