@@ -52,7 +52,8 @@ def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: s
     model, layer : the model (default: the first) and its layer (id, name or index) to start on.
     compare : another model's name to show beside ``model`` (or a pair ``(a, b)``): the compare
     window, one tour, B aligned to A, linked brushing, the similarity heat map.
-    size : (width, height) in CSS pixels; the widget can be resized by its corner.
+    size : (width, height) in CSS pixels; the widget can be resized by its corner. Frames are
+    drawn at one pixel per CSS pixel (also on HiDPI screens: frames stay small).
     gl : offscreen OpenGL back end, "egl" | "osmesa" | "glfw" (default ``$LAYERTOUR_OFFSCREEN``,
     else the first that works; see :mod:`viewer.offscreen`).
     quality : JPEG quality (1-99) of frames while the view moves; 100 sends lossless PNG only.
@@ -96,8 +97,10 @@ def _check_size(size) -> tuple[int, int]:
 
 @functools.cache
 def _remote_class(base):
-    """``base`` (a VisPy canvas class) whose ``update()`` also tells the widget that the window
-    wants a new frame: desktop back ends redraw on that call, the widget schedules a frame."""
+    """``base`` (a layertour window class) as a notebook widget drives it: ``update()`` also tells
+    the widget that the window wants a new frame (desktop back ends redraw on that call, the widget
+    schedules one), and ``close()`` from the window's own quit keys (q / Esc) only says how to close
+    the view: in a notebook the view goes with ``w.close()``, not with a stray key."""
 
     def update(self, node=None):
         base.update(self, node)
@@ -105,8 +108,15 @@ def _remote_class(base):
         if notify is not None:
             notify()
 
+    def close(self):
+        if self.__dict__.get("_remote_update") is not None:  # still shown by a widget
+            self.status_message("in a notebook the view closes with w.close() (q / Esc do not)")
+            return
+        base.close(self)
+
     doc = f"{base.__name__} drawn into a notebook widget."
-    return type(f"Remote{base.__name__}", (base,), {"update": update, "__module__": __name__, "__doc__": doc})
+    return type(f"Remote{base.__name__}", (base,),
+                {"update": update, "close": close, "__module__": __name__, "__doc__": doc})
 
 
 def _make_window(bundle, model, layer, compare, size, view_options):
@@ -193,7 +203,6 @@ class TourWidget(ipywidgets.VBox):
         self.status = ipywidgets.HTML(layout=ipywidgets.Layout(margin="2px 0 0 0"))
         self.children = (self.view, self.status)
         window._remote_update = self._on_window_update
-        window.events.close.connect(self._on_window_close)
         self._refresh_status(force=True)
         self._schedule(0.0)
 
@@ -373,9 +382,8 @@ class TourWidget(ipywidgets.VBox):
             self._tick_handle = None
         win, self._window = self._window, None
         reader, self._reader = self._reader, None
-        win._remote_update = None
+        win._remote_update = None  # from here on the window's close() really closes
         try:
-            win.events.close.disconnect(self._on_window_close)
             reader.release()
             offscreen.release(win)
         except Exception:
@@ -407,16 +415,6 @@ class TourWidget(ipywidgets.VBox):
         self._dirty = True
         if not self._closed:
             self.view.request_draw()
-
-    def _on_window_close(self, event=None) -> None:
-        # q / Esc in the view closes the window, as on the desktop: close the widget with it
-        # (after the window's own close handling has run)
-        if self._closed:
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self.close)
-        except RuntimeError:  # no event loop (a plain script): close now
-            self.close()
 
     def _changed(self) -> None:
         self._notify_selection()
