@@ -88,7 +88,7 @@ class NotebookSession:
         self.kernel = None
         env = dict(os.environ if env is None else env)
         env.pop("DISPLAY", None)
-        for var, sub in (("JUPYTER_CONFIG_DIR", ".jupyter-config"),
+        for var, sub in (("JUPYTER_CONFIG_DIR", ".jupyter-config"), ("JUPYTER_DATA_DIR", ".jupyter-data"),
                          ("JUPYTER_RUNTIME_DIR", ".jupyter-runtime"),
                          ("IPYTHONDIR", ".ipython"), ("JUPYTERLAB_WORKSPACES_DIR", ".jupyter-workspaces"),
                          ("JUPYTERLAB_SETTINGS_DIR", ".jupyter-settings")):

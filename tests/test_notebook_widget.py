@@ -336,3 +336,20 @@ a.close(); b.close()
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["kind"] == "NVIDIA EGL" and r["path"].startswith("cuda"), r
     assert r["lit"] > 20 and r["diff"] < 2.0, r
+
+
+def test_offscreen_falls_back_to_osmesa_when_egl_cannot_initialise():
+    """No display and an EGL platform that cannot work without one: the probe says why EGL
+    failed and renders through OSMesa instead (the order is EGL, OSMesa, glfw)."""
+    import ctypes.util
+
+    if ctypes.util.find_library("OSMesa") is None:
+        pytest.skip("libOSMesa not installed (Debian: libosmesa6)")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "LAYERTOUR_OFFSCREEN")}
+    env["EGL_PLATFORM"] = "x11"
+    run = [sys.executable, "-m", "viewer.offscreen"]
+    out = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["kind"] == "OSMesa"
+    only = subprocess.run(run + ["egl"], capture_output=True, text=True, env=env, timeout=120)
+    assert only.returncode == 1 and "eglInitialize failed" in json.loads(only.stdout)["error"]

@@ -71,12 +71,39 @@ def running_app() -> str | None:
     return None if app is None else str(app.backend_name).lower().split()[0]
 
 
+def _egl_initializes() -> None:
+    """Raise :class:`OffscreenUnavailable` unless EGL's default display initialises — the calls
+    VisPy's EGL back end makes when it loads, made here first because loading VisPy's app module
+    loads its GL library, after which OSMesa could no longer be chosen."""
+    name = ctypes.util.find_library("EGL")
+    if name is None:
+        raise OffscreenUnavailable("libEGL not found (Debian: apt-get install libegl1 libegl-mesa0)")
+    lib = ctypes.CDLL(name)
+    lib.eglGetDisplay.restype = ctypes.c_void_p
+    lib.eglGetDisplay.argtypes = [ctypes.c_void_p]
+    lib.eglInitialize.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+    display = os.environ.pop("DISPLAY", None)  # as VisPy does: NVIDIA's EGL fails on a remote X display
+    try:
+        dpy = lib.eglGetDisplay(None)
+        major, minor = ctypes.c_int(0), ctypes.c_int(0)
+        ok = bool(dpy) and bool(lib.eglInitialize(dpy, ctypes.byref(major), ctypes.byref(minor)))
+    finally:
+        if display is not None:
+            os.environ["DISPLAY"] = display
+    if not ok:
+        raise OffscreenUnavailable(f"eglInitialize failed (EGL error 0x{lib.eglGetError():x}, "
+                                   f"EGL_PLATFORM={os.environ.get('EGL_PLATFORM')})")
+
+
 def _prepare(name: str) -> None:
-    """Environment a back end needs before VisPy loads it."""
-    if name == "egl" and not _nvidia_driver():
-        # Mesa picks its platform from EGL_PLATFORM; without a display only surfaceless works.
-        # NVIDIA's EGL finds its device platform for the default display by itself.
-        os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+    """Environment a back end needs before VisPy loads it; raises OffscreenUnavailable when it
+    cannot work here."""
+    if name == "egl":
+        if not _nvidia_driver():
+            # Mesa picks its platform from EGL_PLATFORM; without a display only surfaceless works.
+            # NVIDIA's EGL finds its device platform for the default display by itself.
+            os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+        _egl_initializes()
     elif name == "osmesa":
         lib = os.environ.get("OSMESA_LIBRARY") or _library_path("OSMesa")
         if lib is None:
