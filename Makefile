@@ -9,9 +9,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Extras each target needs; the GPU stack is opt-in: make gpu-env (see README).
 DEMO_EXTRAS := cpu,viewer
-TEST_EXTRAS := cpu,viewer,dask,dev
+TEST_EXTRAS := cpu,viewer,notebook,dask,dev
 XVFB_ARGS := -a -s "-screen 0 1280x1024x24 +extension GLX +render -noreset"
-APT_PKGS := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libegl-mesa0 libx11-6 fonts-dejavu-core
+# fonts-dejavu-core: the HUD's text; chromium + chromium-driver: the notebook widget's browser test;
+# libosmesa6: the widget's OSMesa fallback
+APT_PKGS := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libegl-mesa0 libx11-6 fonts-dejavu-core \
+            chromium chromium-driver libosmesa6
 
 .PHONY: demo test lint env-demo env-test system-deps gpu-env bench clean
 

@@ -2,7 +2,9 @@
 
 Versions come from package metadata (no heavy import); the back end is resolved for real; the
 OpenGL renderer is read from a hidden 1x1 VisPy window in a subprocess, so a broken GL stack
-cannot take this process down.
+cannot take this process down. The offscreen OpenGL a notebook widget would render through (NVIDIA
+EGL, Mesa EGL, OSMesa or Xvfb) is what ``python -m viewer.offscreen`` reports, also in a
+subprocess: the viewer owns that choice, and the engine never imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ PACKAGES = [
     ("CuPy", "cupy-cuda13x"), ("CuPy (cu12)", "cupy-cuda12x"), ("cuML", "cuml-cu13"),
     ("cuML (cu12)", "cuml-cu12"), ("cuda-core", "cuda-core"), ("cuda-bindings", "cuda-bindings"),
     ("umap-learn", "umap-learn"), ("scikit-learn", "scikit-learn"), ("VisPy", "vispy"),
-    ("glfw", "glfw"), ("PyOpenGL", "PyOpenGL"), ("dask", "dask"),
+    ("glfw", "glfw"), ("PyOpenGL", "PyOpenGL"), ("jupyter-rfb", "jupyter-rfb"), ("ipywidgets", "ipywidgets"),
+    ("dask", "dask"),
 ]
 
 _GL_PROBE = r"""
@@ -66,6 +69,25 @@ def gl_renderer(timeout: float = 20.0) -> dict | str:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def offscreen_gl(timeout: float = 30.0) -> dict | str:
+    """What a notebook widget would render through here (``viewer.offscreen.probe``: app, kind,
+    vendor, renderer, version), or the reason there is none."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "viewer.offscreen"], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "none (timed out)"
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        out = {}
+    if proc.returncode != 0 or "kind" not in out:
+        last = out.get("error") or (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return f"none ({last})"
+    return out
+
+
 def report(device: str = "auto", gl: bool = True) -> str:
     from engine.device import CudaUnavailableError, resolve
 
@@ -86,6 +108,11 @@ def report(device: str = "auto", gl: bool = True) -> str:
         else:
             lines.append(f"OpenGL     {r}")
         lines.append(f"render path {_render_path(r)}")
+        o = offscreen_gl()
+        if isinstance(o, dict):
+            lines.append(f"offscreen  {o['kind']} — {o['renderer']} (notebook widget; VisPy app {o['app']})")
+        else:
+            lines.append(f"offscreen  {o} (notebook widget)")
     return "\n".join(lines)
 
 

@@ -8,15 +8,17 @@ glfw, PIL and imageio; nothing in ``engine`` or ``kernels`` imports it (``engine
 Modules: ``canvas`` (:class:`TourCanvas`), ``compare`` (``CompareCanvas``: two models side by
 side, one tour; ``heatmap``: its layer-similarity panel), ``render_paths`` (shader / copy / cuda), ``colors``,
 ``overlay`` (2-D drawing and HUD widgets), ``atlas`` (image mode), ``headless``
-(:func:`render_tour`), ``cli``; interaction: ``selection``, ``handles``, ``picking``,
-``viewstate``, ``controllers``.
+(:func:`render_tour`), ``cli``; in a notebook: ``notebook`` (:func:`show`: the window drawn
+offscreen on the server, streamed as frames), ``offscreen`` (EGL / OSMesa / Xvfb contexts),
+``remote_events`` (browser events -> VisPy events); interaction: ``selection``, ``handles``,
+``picking``, ``viewstate``, ``controllers``.
 
 Importing ``viewer`` is cheap: VisPy loads when a submodule that needs it is imported.
 """
 
 from __future__ import annotations
 
-__all__ = ["TourCanvas", "render_tour"]
+__all__ = ["TourCanvas", "render_tour", "show"]
 
 
 def __getattr__(name):
@@ -28,4 +30,8 @@ def __getattr__(name):
         from viewer.headless import render_tour
 
         return render_tour
+    if name == "show":
+        from viewer.notebook import show
+
+        return show
     raise AttributeError(f"module 'viewer' has no attribute {name!r}")

@@ -243,6 +243,10 @@ class CompareCanvas(TourWindow):
     def set_pane_layer(self, pane, i: int, animate: bool = True) -> None:
         self.set_layers(**{pane.side: i}, animate=animate)
 
+    def animating(self) -> bool:
+        """The window's, or B gliding to its new alignment."""
+        return super().animating() or self._q_t < TRANSITION_SECONDS
+
     def advance(self, dt: float) -> None:
         """Move time on by ``dt`` seconds: B's re-alignment glide, then the window's (tour, layer
         transitions, framing, controllers)."""

@@ -1,11 +1,11 @@
 """Headless rendering of a bundle's tour to PNG, GIF or MP4 with the viewer's own drawing code.
 
 The window is a hidden VisPy canvas: the glfw back end when a display exists (a real X server or
-Xvfb), otherwise VisPy's EGL back end (on Mesa this needs ``EGL_PLATFORM=surfaceless``, which is
-set when absent; on NVIDIA the driver's EGL works without a display, and is what CUDA–GL interop
-needs on a headless GPU machine). Frames are read back with ``canvas.render()`` (an FBO the size of
-the canvas) and the tour advances by exactly ``1/fps`` seconds between frames, so the output does
-not depend on how fast the machine draws.
+Xvfb), otherwise the offscreen context :mod:`viewer.offscreen` chooses (EGL — NVIDIA's driver on a
+headless GPU machine, which CUDA–GL interop needs, or Mesa's surfaceless platform — then OSMesa).
+Frames are read back with ``canvas.render()`` (an FBO the size of the canvas) and the tour advances
+by exactly ``1/fps`` seconds between frames, so the output does not depend on how fast the machine
+draws.
 """
 
 from __future__ import annotations
@@ -22,23 +22,20 @@ FORMATS = (".png", ".gif", ".mp4")
 
 
 def ensure_backend(prefer: str | None = None) -> str:
-    """Select VisPy's app back end once: ``prefer``, else glfw with a display, else EGL.
+    """Select VisPy's app back end once: ``prefer``, else glfw with a display, else the offscreen
+    order of :func:`viewer.offscreen.select_app` (EGL, then OSMesa).
 
     Returns the back end's name. When an application already exists (e.g. a test session chose
     glfw), that one is kept.
     """
-    import vispy
-    from vispy.app import _default_app
+    from viewer import offscreen
 
-    if _default_app.default_app is not None:
-        return _default_app.default_app.backend_name.lower()
-    name = prefer or ("glfw" if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") else "egl")
-    if name == "egl" and not Path("/proc/driver/nvidia").exists():
-        # Mesa needs the surfaceless platform without a display; NVIDIA's EGL picks its device
-        # platform for the default display by itself
-        os.environ.setdefault("EGL_PLATFORM", "surfaceless")
-    vispy.use(app=name)
-    return name
+    current = offscreen.running_app()
+    if current is not None:
+        return current
+    if prefer is None and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        prefer = "glfw"
+    return offscreen.select_app(prefer)
 
 
 def parse_size(text: str) -> tuple[int, int]:

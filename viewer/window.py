@@ -402,6 +402,12 @@ class TourWindow(app.Canvas):
             for c in pane.controllers:
                 c.on_frame(pane, dt)
 
+    def animating(self) -> bool:
+        """Whether the picture changes by itself now (the tour plays, a layer blends): a window
+        drawn on demand rather than by the timer (the notebook widget) keeps drawing while this
+        holds. Controllers that animate (a saved view's glide) call ``update()`` each step."""
+        return bool(self.tour.playing) or any(p.view.transition is not None for p in self.panes)
+
     def _on_timer(self, event) -> None:
         now = time.perf_counter()
         dt = 0.0 if self._last_tick is None else min(now - self._last_tick, 0.1)
