@@ -4,11 +4,11 @@ Everything here is float64 NumPy on the host; matrices are p x d with p <= 64 or
 A *frame* F is a (p, d) matrix with orthonormal columns; the picture of data X (N, p) is X @ F.
 Only the frame (or one geodesic segment's parameters) crosses to the device, in ``kernels``.
 
-- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics (from :mod:`engine.handles`).
+- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics (from :mod:`engine.frames`).
 - ``geodesic(Fa, Fz) -> Geodesic``: Buja et al.'s geodesic interpolation between two planes (as
   the R package tourr does it), with principal angles from atan2 instead of acos.
 - ``GrandTour``: the running tour (geodesic or torus method), pausable, scrubbable, serialisable.
-- ``drag_handle``, ``drag_axis`` (from :mod:`engine.handles`): direct manipulation.
+- ``drag_handle``, ``drag_axis`` (from :mod:`engine.frames`): direct manipulation.
 - ``view_path(Fa, Fz)``, ``smoothstep``: animated "go to saved view" that ends exactly on Fz.
 """
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.handles import (  # frame basics live there so that module stands alone
-    _completion,
-    _dims,
-    _frame_arg,
-    _qr_frame,
+from engine.frames import (  # frame basics live there so that module stands alone
+    check_dims,
+    check_frame,
+    complete_basis,
     drag_axis,
     drag_handle,
     is_orthonormal,
+    orthonormal_columns,
     orthonormalize,
     random_frame,
 )
@@ -170,8 +170,8 @@ def geodesic(Fa, Fz) -> Geodesic:
     (that direction is shared and does not move). frame(0) == Fa to rounding; frame(1) spans Fz's
     plane but keeps Fa's in-plane orientation (it is generally not Fz itself: see ``view_path``).
     """
-    A = _qr_frame(_frame_arg(Fa, "Fa", "geodesic"), "Fa", "geodesic")
-    Z = _qr_frame(_frame_arg(Fz, "Fz", "geodesic", shape=A.shape), "Fz", "geodesic")
+    A = orthonormal_columns(check_frame(Fa, "Fa", "geodesic"), "Fa", "geodesic")
+    Z = orthonormal_columns(check_frame(Fz, "Fz", "geodesic", shape=A.shape), "Fz", "geodesic")
     return _make(*_principal(A, Z, ANGLE_EPS))
 
 
@@ -220,8 +220,8 @@ def view_path(Fa, Fz) -> Geodesic:
     (all tau = 0) the flip turns through the first direction orthogonal to the plane. This needs
     p > d: with p == d a reflected Fz is unreachable and ValueError is raised.
     """
-    A = _qr_frame(_frame_arg(Fa, "Fa", "view_path"), "Fa", "view_path")
-    Z = _qr_frame(_frame_arg(Fz, "Fz", "view_path", shape=A.shape), "Fz", "view_path")
+    A = orthonormal_columns(check_frame(Fa, "Fa", "view_path"), "Fa", "view_path")
+    Z = orthonormal_columns(check_frame(Fz, "Fz", "view_path", shape=A.shape), "Fz", "view_path")
     p, d = A.shape
     Ga, H, Va, tau, s = _principal(A, Z, _VIEW_EPS)
 
@@ -354,7 +354,7 @@ class GrandTour:
     """
 
     def __init__(self, p: int, d: int = 2, seed=None, speed: float = 0.25, method: str = "geodesic"):
-        self.p, self.d = _dims(p, d, "GrandTour", strict=True)
+        self.p, self.d = check_dims(p, d, "GrandTour", strict=True)
         if method not in ("geodesic", "torus"):
             raise ValueError(f"GrandTour: method must be 'geodesic' or 'torus', got {method!r}")
         self.method = method
@@ -376,7 +376,7 @@ class GrandTour:
     def _start_piece(self, F: np.ndarray) -> None:
         """New piece from orthonormal F: a geodesic to a fresh random target, or a torus at base F."""
         if self._torus is not None:
-            self._path = _TorusPath(_completion(F), self._torus, self.d)
+            self._path = _TorusPath(complete_basis(F), self._torus, self.d)
         else:
             for _ in range(10):
                 self._path = _GeoPath(F, random_frame(self.p, self.d, self._rng))
@@ -438,15 +438,15 @@ class GrandTour:
         while self._pos + adv >= path.length:
             adv -= path.length - self._pos
             self._history.append((path, self._begin, path.length))
-            self._start_piece(_qr_frame(path.frame_at(path.length), "frame", "GrandTour.step"))
+            self._start_piece(orthonormal_columns(path.frame_at(path.length), "frame", "GrandTour.step"))
             path = self._path
         self._pos += adv
         return self._update()
 
     def set_frame(self, F) -> None:
         """Jump to frame F ((p, d), orthonormalised); the tour continues from there."""
-        F = _frame_arg(F, "F", "GrandTour.set_frame", shape=(self.p, self.d))
-        F = _qr_frame(F, "F", "GrandTour.set_frame")
+        F = check_frame(F, "F", "GrandTour.set_frame", shape=(self.p, self.d))
+        F = orthonormal_columns(F, "F", "GrandTour.set_frame")
         if self._pos > self._begin:
             self._history.append((self._path, self._begin, self._pos))
         self._start_piece(F)
@@ -490,7 +490,7 @@ class GrandTour:
             raise ValueError("GrandTour.from_state: state is not a layertour-tour dict")
         try:
             tour = cls.__new__(cls)
-            tour.p, tour.d = _dims(state["p"], state["d"], "GrandTour.from_state", strict=True)
+            tour.p, tour.d = check_dims(state["p"], state["d"], "GrandTour.from_state", strict=True)
             tour.method = state["method"]
             tour.speed = state["speed"]
             tour._playing = bool(state["playing"])
@@ -507,10 +507,10 @@ class GrandTour:
 
             def path_of(js):
                 if tour._torus is not None:
-                    base = _frame_arg(js["base"], "base", "GrandTour.from_state", shape=(tour.p, tour.p))
+                    base = check_frame(js["base"], "base", "GrandTour.from_state", shape=(tour.p, tour.p))
                     return _TorusPath(base, tour._torus, tour.d)
-                return _GeoPath(_frame_arg(js["start"], "start", "GrandTour.from_state", shape=shape),
-                                _frame_arg(js["target"], "target", "GrandTour.from_state", shape=shape))
+                return _GeoPath(check_frame(js["start"], "start", "GrandTour.from_state", shape=shape),
+                                check_frame(js["target"], "target", "GrandTour.from_state", shape=shape))
 
             for js in state["history"]:
                 tour._history.append((path_of(js), float(js["begin"]), float(js["end"])))
