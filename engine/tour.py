@@ -32,7 +32,7 @@ from engine.frames import (  # frame basics live there so that module stands alo
 )
 
 __all__ = [
-    "ANGLE_EPS", "HISTORY_LIMIT", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
+    "ANGLE_EPS", "HISTORY_LIMIT", "MAX_SPEED", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
     "geodesic", "is_orthonormal", "orthonormalize", "random_frame", "smoothstep", "view_path",
 ]
 
@@ -40,6 +40,8 @@ ANGLE_EPS = 1e-6        # principal angles below this are treated as 0 (tourr's 
 _VIEW_EPS = 1e-13       # view_path keeps every resolvable angle so that it ends exactly on Fz
 MIN_SEGMENT = 1e-3      # a random target closer than this (radians) is redrawn, up to 10 times
 HISTORY_LIMIT = 128     # finished path pieces kept for rewind()
+MAX_SPEED = 100.0       # radians per second: far beyond watchable; bounds the work of one step()
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
 @dataclass(frozen=True, eq=False)
@@ -403,8 +405,9 @@ class GrandTour:
     @speed.setter
     def speed(self, value: float) -> None:
         v = float(value)
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"GrandTour: speed must be a finite number >= 0 (radians/s), got {value!r}")
+        if not np.isfinite(v) or not 0 <= v <= MAX_SPEED:
+            raise ValueError(f"GrandTour: speed must be a number in [0, {MAX_SPEED:g}] (radians/s), "
+                             f"got {value!r}")
         self._speed = v
 
     @property
@@ -485,39 +488,62 @@ class GrandTour:
 
     @classmethod
     def from_state(cls, state: dict) -> GrandTour:
-        """Rebuild a tour from ``state()`` output; stepping it gives the same frames bit for bit."""
+        """Rebuild a tour from ``state()`` output; stepping it gives the same frames bit for bit.
+
+        The state is data from a file: every number must be finite and in range (speed in
+        [0, MAX_SPEED], 0 <= begin <= end <= the piece's length, finite rates, at most
+        HISTORY_LIMIT pieces, a known bit generator), else ValueError naming the field.
+        """
+        fn = "GrandTour.from_state"
         if not isinstance(state, dict) or state.get("format") != "layertour-tour":
-            raise ValueError("GrandTour.from_state: state is not a layertour-tour dict")
+            raise ValueError(f"{fn}: state is not a layertour-tour dict")
         try:
             tour = cls.__new__(cls)
-            tour.p, tour.d = check_dims(state["p"], state["d"], "GrandTour.from_state", strict=True)
+            tour.p, tour.d = check_dims(state["p"], state["d"], fn, strict=True)
+            if tour.p > 4096:
+                raise ValueError(f"{fn}: p={tour.p} is larger than any bundle's dimension")
             tour.method = state["method"]
             tour.speed = state["speed"]
             tour._playing = bool(state["playing"])
             rs = state["rng"]
+            if not isinstance(rs, dict) or rs.get("bit_generator") not in _BIT_GENERATORS:
+                raise ValueError(f"{fn}: rng.bit_generator must be one of {', '.join(_BIT_GENERATORS)}")
             tour._rng = np.random.Generator(getattr(np.random, rs["bit_generator"])())
             tour._rng.bit_generator.state = rs
             tour._history = deque(maxlen=HISTORY_LIMIT)
             tour._torus = None
             if tour.method == "torus":
-                tour._set_rates(np.asarray(state["rates"], dtype=np.float64))
+                rates = np.asarray(state["rates"], dtype=np.float64)
+                if rates.shape != (tour.p * (tour.p - 1) // 2,) or not np.isfinite(rates).all():
+                    raise ValueError(f"{fn}: rates must be p(p-1)/2 = {tour.p * (tour.p - 1) // 2} finite "
+                                     f"numbers, got shape {rates.shape}")
+                tour._set_rates(rates)
             elif tour.method != "geodesic":
                 raise ValueError(f"unknown method {tour.method!r}")
             shape = (tour.p, tour.d)
 
-            def path_of(js):
+            def path_of(js, where):
                 if tour._torus is not None:
-                    base = check_frame(js["base"], "base", "GrandTour.from_state", shape=(tour.p, tour.p))
-                    return _TorusPath(base, tour._torus, tour.d)
-                return _GeoPath(check_frame(js["start"], "start", "GrandTour.from_state", shape=shape),
-                                check_frame(js["target"], "target", "GrandTour.from_state", shape=shape))
+                    base = check_frame(js["base"], f"{where}.base", fn, shape=(tour.p, tour.p))
+                    path = _TorusPath(base, tour._torus, tour.d)
+                else:
+                    path = _GeoPath(check_frame(js["start"], f"{where}.start", fn, shape=shape),
+                                    check_frame(js["target"], f"{where}.target", fn, shape=shape))
+                begin, end = float(js["begin"]), float(js["end"])
+                length = path.length if np.isfinite(path.length) else np.inf
+                if not (np.isfinite(begin) and np.isfinite(end) and 0.0 <= begin <= end <= length * (1 + 1e-9)
+                        and end < 1e12):
+                    raise ValueError(f"{fn}: {where}: begin={begin!r}, end={end!r} must satisfy "
+                                     f"0 <= begin <= end <= the piece's length")
+                return path, begin, end
 
-            for js in state["history"]:
-                tour._history.append((path_of(js), float(js["begin"]), float(js["end"])))
-            cur = state["current"]
-            tour._path = path_of(cur)
-            tour._begin, tour._pos = float(cur["begin"]), float(cur["end"])
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"GrandTour.from_state: malformed state ({type(exc).__name__}: {exc})") from exc
+            history = state["history"]
+            if not isinstance(history, list) or len(history) > HISTORY_LIMIT:
+                raise ValueError(f"{fn}: history must be a list of at most {HISTORY_LIMIT} pieces")
+            for k, js in enumerate(history):
+                tour._history.append(path_of(js, f"history[{k}]"))
+            tour._path, tour._begin, tour._pos = path_of(state["current"], "current")
+        except (KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+            raise ValueError(f"{fn}: malformed state ({type(exc).__name__}: {exc})") from exc
         tour._update()
         return tour
