@@ -459,8 +459,12 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
                 except BundleError as exc:
                     raise BundleError(f"{path}: {exc}") from None
         t_align = time.perf_counter()
-        aligned = align_models({s.name: [writer.read_layer(s.name, e["id"]) for e in s.layers]
-                                for s in studies})
+        try:
+            aligned = align_models({s.name: [writer.read_layer(s.name, e["id"]) for e in s.layers]
+                                    for s in studies})
+        except ValueError as exc:  # a constant layer, or values so large the products overflow
+            raise BundleError(f"{', '.join(str(s.path) for s in studies)}: cannot align the layers "
+                              f"({exc})") from None
         for s in studies:
             for e, a in zip(s.layers, aligned.alignments[s.name]):
                 writer.set_alignment(s.name, e["id"], a.rotation, a.center)

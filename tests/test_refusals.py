@@ -478,3 +478,13 @@ def test_umap_backend_cuml_without_cuml_fails_before_recording(tmp_path, capsys)
     err = capsys.readouterr().err
     assert rc == 2 and "cuML is not importable" in err and "--umap-backend umap-learn" in err
     assert not (tmp_path / "x.lt").exists() and leftovers(tmp_path) == []  # nothing was recorded
+
+
+def test_a_study_layer_that_cannot_be_aligned_names_the_directory(tmp_path, rng):
+    """A constant layer has no orientation to align (float32 data cannot overflow the float64
+    products; values that overflow float32 once aligned are caught by Layer.aligned)."""
+    d = write_study(tmp_path, "m", rng, n=N, dim=P, meta=False)
+    np.full((N, P), 7.0, "<f4").tofile(d / "1-Conv2d.bin")
+    with pytest.raises(BundleError, match=rf"{d}: cannot align the layers \(.*zero variance"):
+        import_umap_tour([d], tmp_path / "x.lt")
+    assert not (tmp_path / "x.lt").exists() and leftovers(tmp_path) == []
