@@ -59,7 +59,8 @@ _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u20
 _BAD_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 MAX_TEXT = 500
 _CHUNK_ROWS = 1 << 16
-_SPOT_ROWS = 4096  # rows of each layer checked for NaN/Inf at load (evenly spaced)
+_SPOT_ROWS = 4096  # rows of each layer checked for NaN/Inf at load: all below this, else blocks
+_SPOT_BLOCK = 128  # ... of this many consecutive rows, evenly spaced (few pages of a cold memmap)
 _MANIFEST_LIMIT = 256 * 2**20
 _ORTHO_TOL = 1e-6
 
@@ -318,6 +319,15 @@ def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype)
     return arr
 
 
+def _spot_rows(n: int) -> np.ndarray | None:
+    """The rows a load-time check reads: all of them up to _SPOT_ROWS, else _SPOT_ROWS rows in
+    evenly spaced blocks of _SPOT_BLOCK consecutive rows (first and last rows included)."""
+    if n <= _SPOT_ROWS:
+        return None
+    starts = np.linspace(0, n - _SPOT_BLOCK, _SPOT_ROWS // _SPOT_BLOCK).astype(np.int64)
+    return np.unique((starts[:, None] + np.arange(_SPOT_BLOCK)[None, :]).ravel())
+
+
 def _first_bad_row(a: np.ndarray, rows=None) -> int | None:
     """Index of the first row of (N, ...) ``a`` (among ``rows``, default all, read in chunks) with
     a NaN or Inf, or None."""
@@ -463,8 +473,7 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
         if got != want:
             raise BundleError(f"{emb.filename}: checksum {got} differs from the manifest's {want} "
                               f"(corrupt layer {model}/{lid})")
-    rows = None if verify else np.unique(np.linspace(0, n - 1, min(n, _SPOT_ROWS)).astype(np.int64))
-    bad = _first_bad_row(emb, rows)
+    bad = _first_bad_row(emb, None if verify else _spot_rows(n))
     if bad is not None:
         raise BundleError(f"{emb.filename}: NaN or Inf values (first in row {bad}; layer {model}/{lid})")
     return Layer(lid, name, index, source_dim, emb, rot, cen, meta, model)

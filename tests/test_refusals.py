@@ -116,7 +116,8 @@ def test_nan_in_a_layer_is_refused_at_load_where_used_and_by_verify(tmp_path, rn
 def test_nan_between_spot_checked_rows_is_caught_where_used_and_by_verify(tmp_path, rng, monkeypatch):
     import engine.store as store
 
-    monkeypatch.setattr(store, "_SPOT_ROWS", 4)  # rows 0, 21, 42, 63 of 64
+    monkeypatch.setattr(store, "_SPOT_ROWS", 8)  # two blocks of 4 rows: 0-3 and 60-63 of 64
+    monkeypatch.setattr(store, "_SPOT_BLOCK", 4)
     path = _bundle(tmp_path / "b.lt", rng)
     _poke(path / "models" / "m" / "L2.npy", np.nan, 5)
     b = load_bundle(path)  # the cheap check misses row 5 ...
