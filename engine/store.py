@@ -33,6 +33,7 @@ import re
 import shutil
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,13 @@ class _Check:
 
     def __init__(self, path: Path):
         self.path = path
+        self._root: Path | None = None
+
+    def resolved_root(self, root: Path) -> Path:
+        """``root.resolve()``, computed once per load."""
+        if self._root is None:
+            self._root = root.resolve()
+        return self._root
 
     def fail(self, msg: str):
         raise BundleError(f"{self.path}: {msg}")
@@ -303,7 +311,9 @@ def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype)
     path = root / rel
     try:
         present = path.is_file()
-        inside = present and root.resolve() in path.resolve().parents
+        parts = Path(rel).parts
+        linked = any((root.joinpath(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1))
+        inside = present and (not linked or check.resolved_root(root) in path.resolve().parents)
     except (OSError, ValueError, RuntimeError):
         present = inside = False
     if not present:
@@ -319,25 +329,31 @@ def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype)
     return arr
 
 
+@lru_cache(maxsize=8)
 def _spot_rows(n: int) -> np.ndarray | None:
-    """The rows a load-time check reads: all of them up to _SPOT_ROWS, else _SPOT_ROWS rows in
-    evenly spaced blocks of _SPOT_BLOCK consecutive rows (first and last rows included)."""
+    """The rows a load-time check reads: None (all) up to _SPOT_ROWS rows, else _SPOT_ROWS rows in
+    evenly spaced blocks of _SPOT_BLOCK consecutive rows, first and last rows included (a few
+    dozen pages of a cold memmap)."""
     if n <= _SPOT_ROWS:
         return None
     starts = np.linspace(0, n - _SPOT_BLOCK, _SPOT_ROWS // _SPOT_BLOCK).astype(np.int64)
-    return np.unique((starts[:, None] + np.arange(_SPOT_BLOCK)[None, :]).ravel())
+    rows = (starts[:, None] + np.arange(_SPOT_BLOCK)[None, :]).ravel()
+    rows.setflags(write=False)
+    return rows
 
 
 def _first_bad_row(a: np.ndarray, rows=None) -> int | None:
-    """Index of the first row of (N, ...) ``a`` (among ``rows``, default all, read in chunks) with
-    a NaN or Inf, or None."""
-    idx = np.arange(a.shape[0]) if rows is None else rows
-    for s in range(0, len(idx), _CHUNK_ROWS):
-        sel = idx[s:s + _CHUNK_ROWS]
-        chunk = np.asarray(a[sel] if rows is not None else a[sel[0]:sel[-1] + 1])
+    """Index of the first row of (N, ...) ``a`` with a NaN or Inf among ``rows`` (sorted; default
+    all rows, read in chunks), or None."""
+    base = a.view(np.ndarray) if isinstance(a, np.memmap) else np.asarray(a)
+    parts = ([rows] if rows is not None
+             else [slice(s, s + _CHUNK_ROWS) for s in range(0, base.shape[0], _CHUNK_ROWS)])
+    for sel in parts:
+        chunk = base[sel]
         bad = ~np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
         if bad.any():
-            return int(sel[int(np.flatnonzero(bad)[0])])
+            k = int(np.flatnonzero(bad)[0])
+            return int(sel[k]) if rows is not None else sel.start + k
     return None
 
 

@@ -118,6 +118,7 @@ def test_nan_between_spot_checked_rows_is_caught_where_used_and_by_verify(tmp_pa
 
     monkeypatch.setattr(store, "_SPOT_ROWS", 8)  # two blocks of 4 rows: 0-3 and 60-63 of 64
     monkeypatch.setattr(store, "_SPOT_BLOCK", 4)
+    store._spot_rows.cache_clear()
     path = _bundle(tmp_path / "b.lt", rng)
     _poke(path / "models" / "m" / "L2.npy", np.nan, 5)
     b = load_bundle(path)  # the cheap check misses row 5 ...
@@ -130,6 +131,7 @@ def test_nan_between_spot_checked_rows_is_caught_where_used_and_by_verify(tmp_pa
     _set_manifest(path, m)
     with pytest.raises(BundleError, match=r"L2.npy: NaN or Inf values \(first in row 5"):
         engine.load_bundle(path, verify=True)
+    store._spot_rows.cache_clear()
 
 
 def test_alignment_values_too_large_for_float32_are_refused_where_used(tmp_path, rng):
@@ -489,3 +491,28 @@ def test_a_study_layer_that_cannot_be_aligned_names_the_directory(tmp_path, rng)
     with pytest.raises(BundleError, match=rf"{d}: cannot align the layers \(.*zero variance"):
         import_umap_tour([d], tmp_path / "x.lt")
     assert not (tmp_path / "x.lt").exists() and leftovers(tmp_path) == []
+
+
+def test_load_spot_check_covers_the_first_and_last_rows_of_large_layers(tmp_path, rng):
+    import engine.store as store
+
+    store._spot_rows.cache_clear()
+    n = 5000
+    w = BundleWriter(tmp_path / "big.lt", n=n, dim=3)
+    w.add_model("m")
+    w.write_layer("m", "L0", rng.standard_normal((n, 3)))
+    path = w.commit()
+    rows = store._spot_rows(n)
+    assert len(rows) == store._SPOT_ROWS and rows[0] == 0 and rows[-1] == n - 1
+    gap = int(np.setdiff1d(np.arange(n), rows)[0])
+    f = path / "models" / "m" / "L0.npy"
+    for row, caught in ((n - 1, True), (0, True), (gap, False)):
+        _poke(f, np.nan, row)
+        if caught:
+            with pytest.raises(BundleError, match=f"first in row {row}"):
+                load_bundle(path)
+        else:
+            load_bundle(path)  # between the checked blocks: left to aligned() and verify=True
+            with pytest.raises(BundleError, match="L0.npy"):
+                load_bundle(path, verify=True)
+        _poke(f, 0.5, row)
