@@ -46,9 +46,9 @@ def _device_name(xp) -> str:
         props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
         name = props["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-    from engine.device import _cpu_name
+    from engine.device import cpu_name
 
-    return _cpu_name()
+    return cpu_name()
 
 
 def run(xp, n, p, repeat, rng) -> list[dict]:
@@ -103,13 +103,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=Path("bench-results/interaction.json"))
     args = ap.parse_args(argv)
     modules = [np]
-    try:
+    from kernels import cuda_status
+
+    if cuda_status()[0]:  # the one CUDA probe; NumPy only without a device
         import cupy
 
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            modules.append(cupy)
-    except Exception:  # no CuPy or no device: NumPy only
-        pass
+        modules.append(cupy)
     rng = np.random.default_rng(0)
     rows = []
     for xp in modules:

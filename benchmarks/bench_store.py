@@ -32,7 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.store import import_umap_tour, load_bundle  # noqa: E402
+from engine.store import load_bundle  # noqa: E402
+from engine.studyformat import import_umap_tour  # noqa: E402
 
 
 def _cpu() -> str:
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     if not all((d / "schema.json").exists() for d in dirs):
         print(f"study data not found under {args.data} (need googlenet/ and resnet50/)", file=sys.stderr)
         return 2
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)  # a new --workdir is made, not an error
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.workdir))
     try:
         out = work / "study.lt"

@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import kernels  # noqa: E402  (after the path set-up, so the script runs from a plain checkout)
-from kernels import _loader  # noqa: E402
 
 P, D = 15, 2
 LASSO_N = 20_000_000
@@ -332,7 +331,7 @@ def main(argv=None) -> int:
     print(Table.header())
     if not args.no_cpu:
         run_cpu(table, cpu_sizes, budget, rng, (128 if args.quick else 512) << 20, meta)
-    ok, reason = _loader.cupy_status()
+    ok, reason = kernels.cuda_status()
     if args.no_gpu:
         not_measured(table, sizes, "--no-gpu")
     elif not ok:

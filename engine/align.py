@@ -23,27 +23,32 @@ Maths (``../shared/research/anchors-umap-tour.md`` §A.4, §A.7, §A.10):
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from engine.device import array_module, resolve, to_host
+from engine.device import array_module, to_host
 
 __all__ = [
     "Alignment",
     "center",
     "procrustes",
     "canonical_alignment",
+    "ChainEnd",
+    "PairStats",
+    "align_models",
+    "chain",
+    "chain_similarities",
     "cross_model_rotation",
+    "extend_chain",
+    "join_frames",
+    "link",
+    "pair_stats",
     "similarity",
     "similarity_matrix",
     "consecutive_similarity",
     "movement",
-    "export_similarity",
-    "viridis",
 ]
 
 # Bytes of float64 scratch one row chunk may take (bounds memory on 1M-point inputs).
@@ -256,47 +261,112 @@ def _iter_layers(embeddings) -> Iterable:
     return embeddings
 
 
+@dataclass(frozen=True)
+class PairStats:
+    """What aligning layer E onto its chain target T needs: small host float64 moments.
+
+    center : (p,) column mean of E; cross : (p, p) ``(E - mean E)^T (T - mean T)``;
+    sq, sq_target : ``||E - mean E||_F^2`` and ``||T - mean T||_F^2``.
+    """
+
+    center: np.ndarray
+    cross: np.ndarray
+    sq: float
+    sq_target: float
+
+
+def pair_stats(E, T) -> PairStats:
+    """One pass over the rows of E and T ((N, p) each, NumPy, memmap or CuPy; the products run
+    where the data live) -> :class:`PairStats` on the host. ``pair_stats(E, E)`` gives a chain's
+    first layer. This is the part of the chain that can run apart (a Dask task per pair)."""
+    _check_2d(E, "E")
+    _check_2d(T, "T")
+    _check_rows(E, T, "E", "T")
+    if E.shape[1] != T.shape[1]:
+        raise ValueError(f"E has {E.shape[1]} columns but its target has {T.shape[1]}")
+    m = _moments([E], [T], array_module(E, T))
+    return PairStats(to_host(m.mean_a), to_host(m.cross), float(m.sq_a.sum()), float(m.sq_b.sum()))
+
+
+def link(stats: PairStats, target_rotation=None, *, rotation_only: bool = False,
+         name: str = "E") -> Alignment:
+    """The chain step: E's :class:`Alignment` given its :class:`PairStats` against the target T and
+    T's own rotation ``R_t`` ((p, p), host; None for a chain's first layer, which keeps its axes).
+
+    ``rotation = polar((E - mean E)^T (T - mean T) R_t)`` puts E onto the *aligned* target, and the
+    normalised residual is ``2 - 2 tr(R^T M) / sqrt(sq sq_target)`` (0 = rigid copy, 2 = unrelated).
+    Host float64 results. Raises ValueError naming ``name`` for a constant or non-finite layer.
+    """
+    if not stats.sq > 0.0 or not np.isfinite(stats.sq):
+        raise ValueError(f"{name} has zero variance (a constant embedding) or non-finite values")
+    p = stats.cross.shape[0]
+    if target_rotation is None:
+        return Alignment(np.eye(p), stats.center, 0.0)
+    if not stats.sq_target > 0.0 or not np.isfinite(stats.sq_target):
+        raise ValueError(f"the target of {name} has zero variance or non-finite values")
+    M = stats.cross @ np.asarray(to_host(target_rotation), dtype=np.float64)
+    R = _rotation_from_cross(M, rotation_only)
+    residual = max(0.0, 2.0 - 2.0 * float(np.trace(R.T @ M)) / np.sqrt(stats.sq * stats.sq_target))
+    return Alignment(R, stats.center, float(residual))
+
+
+def chain(stats: Sequence[PairStats], *, rotation_only: bool = False) -> list[Alignment]:
+    """Alignments of a chain from its precomputed stats: ``stats[0] = pair_stats(E_0, E_0)``,
+    ``stats[k] = pair_stats(E_k, E_(k-1))``. Host float64; equals :func:`canonical_alignment`."""
+    out: list[Alignment] = []
+    for k, st in enumerate(stats):
+        out.append(link(st, out[-1].rotation if out else None, rotation_only=rotation_only,
+                        name=f"embeddings[{k}]"))
+    if not out:
+        raise ValueError("chain: no layers")
+    return out
+
+
+@dataclass(frozen=True)
+class ChainEnd:
+    """The last layer of a chain so far: ``layer`` (N, p) raw, as given, and its ``rotation``."""
+
+    layer: object
+    rotation: np.ndarray
+
+
+def extend_chain(end: ChainEnd | None, E, *, rotation_only: bool = False,
+                 name: str = "E") -> tuple[Alignment, ChainEnd]:
+    """Align E onto the chain ending at ``end`` (None: E starts the chain); returns E's
+    :class:`Alignment` (arrays in E's array type) and the new end. The incremental form of
+    :func:`canonical_alignment`, for stages that need each aligned layer before the next exists
+    (``prepare --init previous``)."""
+    _check_2d(E, name)
+    T = E if end is None else end.layer
+    if T.shape[1] != E.shape[1]:
+        raise ValueError(f"{name} has {E.shape[1]} columns but the chain has {T.shape[1]}")
+    _check_rows(T, E, "the chain's last layer", name)
+    al = link(pair_stats(E, T), None if end is None else end.rotation, rotation_only=rotation_only, name=name)
+    xp = array_module(E)
+    return Alignment(xp.asarray(al.rotation), xp.asarray(al.center), al.residual), ChainEnd(E, al.rotation)
+
+
 def canonical_alignment(embeddings, chain: bool = True, *, rotation_only: bool = False) -> list[Alignment]:
     """Put every layer of one model into layer 0's frame.
 
     embeddings : a sequence of (N, p) arrays (NumPy, memmap or CuPy), an iterable that yields them
         one at a time, or a zero-argument callable returning such an iterable. At most two layers
-        (three with ``chain=False``) are held as float64 at once, so a generator over a bundle
-        aligns any number of layers in bounded memory.
+        (three with ``chain=False``) are held at once, so a generator over a bundle aligns any
+        number of layers in bounded memory.
     chain : True rotates layer k onto the already-aligned layer k-1 (small steps, smooth
         transitions); False rotates every layer directly onto layer 0.
     Returns one :class:`Alignment` per layer; layer 0's rotation is the identity. The aligned
-    layer is ``(E_k - center_k) @ rotation_k`` and lands in layer 0's (centred) frame.
+    layer is ``(E_k - center_k) @ rotation_k`` and lands in layer 0's (centred) frame. Each step is
+    :func:`pair_stats` + :func:`link` (see :func:`chain` for precomputed stats).
     """
     out: list[Alignment] = []
-    ref = first = None  # (raw layer, its rotation, ||centred||_F^2) of the target layer
+    end = first = None
     for k, E in enumerate(_iter_layers(embeddings)):
-        name = f"embeddings[{k}]"
-        _check_2d(E, name)
-        xp = array_module(E)
-        if ref is None:
-            m = _moments([E], [E], xp)
-            R = np.eye(E.shape[1])
-            sq = float(m.sq_a.sum())
-            if not sq > 0.0:
-                raise ValueError(f"{name} has zero variance (a constant embedding) or non-finite values")
-            out.append(Alignment(xp.asarray(R), m.mean_a, 0.0))
-            ref = first = (E, R, sq)
-            continue
-        T, R_t, sq_t = ref if chain else first
-        _check_rows(T, E, f"embeddings[{k - 1 if chain else 0}]", name)
-        if E.shape[1] != T.shape[1]:
-            raise ValueError(f"{name} has {E.shape[1]} columns but layer 0 has {T.shape[1]}")
-        m = _moments([E], [T], array_module(E, T))
-        # (E - mu)^T (T - mu_t) R_t is the cross-product with the aligned target.
-        M = to_host(m.cross) @ R_t
-        sq = float(m.sq_a.sum())
-        if not sq > 0.0:
-            raise ValueError(f"{name} has zero variance (a constant embedding) or non-finite values")
-        R = _rotation_from_cross(M, rotation_only)
-        residual = max(0.0, 2.0 - 2.0 * float(np.trace(R.T @ M)) / np.sqrt(sq * sq_t))
-        out.append(Alignment(xp.asarray(R), xp.asarray(m.mean_a), float(residual)))
-        ref = (E, R, sq)
+        al, new_end = extend_chain(end if chain else first, E, rotation_only=rotation_only,
+                                   name=f"embeddings[{k}]")
+        out.append(al)
+        end = new_end
+        first = first or new_end
     if not out:
         raise ValueError("embeddings is empty: nothing to align")
     return out
@@ -336,28 +406,45 @@ class ModelsAlignment:
     consecutive: dict
 
 
+def join_frames(alignments: dict, first_layers: dict, *, rotation_only: bool = False) -> dict:
+    """Express every model's chain in the first model's frame.
+
+    alignments : model name -> list of :class:`Alignment` (each model's own chain, layer 0 first);
+    first_layers : model name -> its layer 0, (N, p) raw (same N points, same row order).
+    Returns name -> alignments with ``rotation @ Q`` for every model after the first, where Q is
+    :func:`cross_model_rotation` between the models' aligned first layers (centres unchanged).
+    """
+    out, ref = {}, None
+    for name, al in alignments.items():
+        if ref is None:
+            ref = al[0].apply(first_layers[name])
+            out[name] = list(al)
+            continue
+        Q = cross_model_rotation(ref, al[0].apply(first_layers[name]), rotation_only=rotation_only)
+        out[name] = [Alignment(a.rotation @ Q, a.center, a.residual) for a in al]
+    return out
+
+
+def chain_similarities(alignments: Sequence[Alignment]) -> np.ndarray:
+    """(L - 1,) float64 similarities of consecutive layers, read off a chain's residuals: for
+    centred, unit-norm layers residual = 2 (1 - S), so no second pass over the layers is needed."""
+    return np.array([1.0 - a.residual / 2.0 for a in alignments[1:]], dtype=np.float64)
+
+
 def align_models(models: dict) -> ModelsAlignment:
     """Align the layers of one or more models of the same N points into one frame and compare them.
 
     models : name -> sequence of (N, p) embeddings in network order (NumPy, memmap or CuPy); the
         first model's first layer defines the frame. Each model is chained layer to layer
         (:func:`canonical_alignment`), then expressed in the first model's frame through its first
-        layer (:func:`cross_model_rotation`). Used by ``prepare`` and by ``layertour import``.
+        layer (:func:`join_frames`). Used by ``prepare`` and by ``layertour import``; the Dask
+        runner builds the same result from :func:`pair_stats` tasks and :func:`chain`.
     """
     if not models:
         raise ValueError("align_models: no models given")
-    alignments, consecutive, ref = {}, {}, None
-    for name, layers in models.items():
-        al = canonical_alignment(layers)
-        if ref is None:
-            ref = al[0].apply(layers[0])
-        else:
-            Q = cross_model_rotation(ref, al[0].apply(layers[0]))
-            al = [Alignment(a.rotation @ Q, a.center, a.residual) for a in al]
-        alignments[name] = al
-        # The chain's normalised residuals already hold the consecutive similarities
-        # (residual = 2 (1 - S) for centred, unit-norm layers): no second pass over the layers.
-        consecutive[name] = np.array([1.0 - a.residual / 2.0 for a in al[1:]], dtype=np.float64)
+    chains = {name: canonical_alignment(layers) for name, layers in models.items()}
+    alignments = join_frames(chains, {name: layers[0] for name, layers in models.items()})
+    consecutive = {name: chain_similarities(al) for name, al in alignments.items()}
     names = list(models)
     sims = {(a, b): to_host(similarity_matrix(models[a], models[b]))
             for i, a in enumerate(names) for b in names[i + 1:]}
@@ -497,100 +584,3 @@ def movement(A, B, sample: int = 25000, seed: int = 0):
     idx = xp.asarray(idx)
     Q = procrustes(a[idx], b[idx])
     return xp.sqrt(((a @ Q.astype(dtype) - b) ** 2).sum(axis=1))
-
-
-# ------------------------------------------------------------------------------------------ export
-
-# A perceptually ordered dark-blue -> teal -> yellow ramp (viridis-like), as (t, r, g, b) anchors.
-_RAMP = np.array(
-    [
-        (0.00, 68, 1, 84),
-        (0.13, 71, 44, 122),
-        (0.25, 59, 82, 139),
-        (0.38, 44, 114, 142),
-        (0.50, 33, 145, 140),
-        (0.63, 40, 174, 128),
-        (0.75, 94, 201, 98),
-        (0.88, 170, 220, 50),
-        (1.00, 253, 231, 37),
-    ],
-    dtype=np.float64,
-)
-
-
-def viridis(t) -> np.ndarray:
-    """Map values ``t`` in [0, 1] (clipped; NaN -> 0) to uint8 RGB, shape ``t.shape + (3,)``, host."""
-    t = np.nan_to_num(np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0))
-    rgb = np.stack([np.interp(t, _RAMP[:, 0], _RAMP[:, c]) for c in (1, 2, 3)], axis=-1)
-    return np.rint(rgb).astype(np.uint8)
-
-
-def _write_csv(path: Path, S: np.ndarray, rows: list[str], cols: list[str], corner: str) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([corner, *cols])
-        for rid, vals in zip(rows, S):
-            w.writerow([rid, *(repr(float(v)) for v in vals)])
-
-
-def _write_png(path: Path, S: np.ndarray, cell: int) -> None:
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise ImportError(
-            f"writing {path.name} needs pillow (pip install pillow, or the 'viewer' extra); "
-            "write a .csv instead"
-        ) from exc
-    rgb = viridis(S)
-    img = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
-    Image.fromarray(np.ascontiguousarray(img), mode="RGB").save(path, format="PNG")
-
-
-def export_similarity(bundle_path, a: str, b: str, out, device: str = "auto", *, cell_px: int = 16) -> Path:
-    """Write the layer-similarity matrix of models ``a`` (rows) and ``b`` (columns) of a bundle.
-
-    bundle_path : a bundle directory (:func:`engine.store.load_bundle`).
-    out : ``*.csv`` (header row = B's layer ids, first column = A's layer ids, full float64
-        precision) or ``*.png`` (heat map, ``cell_px`` >= 8 pixels per cell, viridis-like colours
-        over [0, 1]; needs pillow). Written to a temporary file beside ``out``, then renamed.
-    device : "auto", "cuda" or "cpu" (:func:`engine.device.resolve`), used only when the bundle
-        stores no matrix for this pair.
-    Returns ``out`` as a Path. Unknown model names raise ``ValueError`` listing the bundle's models.
-    """
-    from engine.store import load_bundle
-
-    out = Path(out)
-    kind = out.suffix.lower()
-    if kind not in (".csv", ".png"):
-        raise ValueError(f"out={str(out)!r}: unsupported format {out.suffix!r}; use .csv or .png")
-    if cell_px < 8:
-        raise ValueError(f"cell_px={cell_px} is too small; cells must be at least 8 pixels")
-    bundle = load_bundle(bundle_path)
-    for name in (a, b):
-        if name not in bundle.models:
-            raise ValueError(
-                f"model {name!r} is not in bundle {bundle_path}; its models are: {', '.join(bundle.models)}"
-            )
-    ma, mb = bundle.models[a], bundle.models[b]
-    S = bundle.similarity(a, b)  # the store transposes a matrix kept as (b, a)
-    if S is None:
-        backend = resolve(device)
-        S = to_host(
-            similarity_matrix([lay.embedding for lay in ma.layers], [lay.embedding for lay in mb.layers],
-                              xp=backend.xp)
-        )
-    S = np.asarray(S, dtype=np.float64)
-    if S.shape != (len(ma.layers), len(mb.layers)):
-        raise ValueError(
-            f"similarity matrix for {a!r} x {b!r} in {bundle_path} has shape {S.shape}, "
-            f"expected {(len(ma.layers), len(mb.layers))}"
-        )
-    from engine.store import write_atomic
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if kind == ".csv":
-        rows, cols = [lay.id for lay in ma.layers], [lay.id for lay in mb.layers]
-        write_atomic(out, lambda p: _write_csv(p, S, rows, cols, f"{a}\\{b}"))
-    else:
-        write_atomic(out, lambda p: _write_png(p, S, cell_px))
-    return out

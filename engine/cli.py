@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, help="image folder in ImageFolder layout (class/xxx.jpg)")
     src.add_argument("--digits", action="store_true", help="scikit-learn's bundled 8x8 digits (1,797 images)")
-    p.add_argument("--n", type=int, help="number of images (default: all); first N in folder order")
+    p.add_argument("--n", type=int,
+                   help="number of images (default: all), evenly spaced over the sorted files")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="decode every chosen image once first and leave out those that cannot be read "
+                        "(each is named in a warning, with the count); default: stop at the first one")
     p.add_argument("--layers", default="study",
                    help="'study' (the UMAP Tour's preset for googlenet/resnet50), 'all-leaves', or "
                         "comma-separated module names (default study)")
@@ -166,19 +170,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(report(device=args.device, gl=not args.no_gl))
         return 0
     if cmd == "import":
-        from engine.store import import_umap_tour
+        from engine.studyformat import import_umap_tour
 
         path = import_umap_tour(args.dirs, args.out, names=args.name, overwrite=args.force)
         print(f"wrote {path}")
         return 0
     if cmd == "export":
-        from engine.store import export_umap_tour
+        from engine.studyformat import export_umap_tour
 
         for path in export_umap_tour(args.bundle, args.out, models=args.model):
             print(f"wrote {path}")
         return 0
     if cmd == "similarity":
-        from engine.align import export_similarity
+        from engine.export import export_similarity
 
         export_similarity(args.bundle, args.a, args.b, args.out, device=args.device)
         print(f"wrote {args.out}")
@@ -245,16 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from engine.device import CudaUnavailableError
-
     # Errors a user can fix (bad paths, arguments, data) print one line; -v adds the traceback.
-    user_errors: tuple[type[BaseException], ...] = (UserError, CudaUnavailableError, OSError, ValueError)
-    try:
-        from engine.store import BundleError
-
-        user_errors += (BundleError,)
-    except ImportError:
-        pass
+    # Every engine and viewer error type for such mistakes is a UserError (BundleError,
+    # CudaUnavailableError, ViewerCliError, ...); OSError and ValueError cover the libraries'.
+    user_errors: tuple[type[BaseException], ...] = (UserError, OSError, ValueError)
     try:
         return _dispatch(args)
     except user_errors as exc:

@@ -21,13 +21,15 @@ from types import ModuleType
 
 import numpy as np
 
+from engine.errors import UserError
+
 log = logging.getLogger("layertour")
 
 CHOICES = ("auto", "cuda", "cpu")
 ENV_VAR = "LAYERTOUR_DEVICE"
 
 
-class CudaUnavailableError(RuntimeError):
+class CudaUnavailableError(UserError, RuntimeError):
     """CUDA was requested (``--device cuda`` or ``LAYERTOUR_DEVICE=cuda``) but cannot be used."""
 
 
@@ -55,30 +57,13 @@ class Backend:
         return self.xp.asarray(a, dtype=dtype)
 
 
-def _probe_cuda() -> tuple[bool, str]:
-    """(usable, description or reason). Imports CuPy and initialises the CUDA runtime."""
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
-        return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-        if n < 1:
-            return False, "CuPy found no CUDA device"
-        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-        # A tiny allocation proves the driver really works (catches driver/runtime mismatches).
-        cupy.arange(4).sum().item()
-        return True, name
-    except Exception as exc:
-        return False, f"CUDA device unusable ({type(exc).__name__}: {exc})"
-
-
 @cache
 def _resolve(choice: str) -> Backend:
     if choice == "cpu":
-        return Backend("cpu", np, _cpu_name(), "requested")
-    ok, info = _probe_cuda()
+        return Backend("cpu", np, cpu_name(), "requested")
+    from kernels import cuda_status  # the one CUDA probe (kernels stands below the engine)
+
+    ok, info = cuda_status()
     if choice == "cuda":
         if not ok:
             raise CudaUnavailableError(
@@ -94,7 +79,7 @@ def _resolve(choice: str) -> Backend:
 
         backend = Backend("cuda", cupy, info, "auto: CUDA device found")
     else:
-        backend = Backend("cpu", np, _cpu_name(), f"auto: {info}")
+        backend = Backend("cpu", np, cpu_name(), f"auto: {info}")
     log.info("layertour back end: %s (%s; %s)", backend.name, backend.device_name, backend.reason)
     return backend
 
@@ -116,7 +101,8 @@ def resolve(device: str | None = "auto") -> Backend:
     return _resolve(choice)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name and core count ("AMD EPYC 9654 (16 cores)"), for reports."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

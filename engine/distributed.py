@@ -2,7 +2,9 @@
 
 Nothing here imports Dask at module level: ``dask.distributed`` (and ``dask_cuda`` on CUDA hosts)
 load only inside :func:`connect` and :func:`run`, so the single-process ``prepare`` never pays for
-them. The sample-fit helpers (:func:`embed_sampled`) need no Dask either and serve both paths.
+them. The run's types (:mod:`engine.jobs`), the per-layer work and the sample-fit task graph
+(:mod:`engine.layerjob`) and the alignment chain (:mod:`engine.align`) are the single-process
+runner's own: this module only distributes them.
 
 Task graph per model (futures; Dask moves the data between workers):
 
@@ -12,12 +14,12 @@ Task graph per model (futures; Dask moves the data between workers):
   records every unfinished layer; returns host float32 ``(b - a, D)`` arrays per layer.
 - ``_pick`` (runs where its shard lives) -> one layer's piece; ``embed_layer`` concatenates a
   layer's pieces in row order, embeds it (or fits on a sample and transforms chunks, see
-  :func:`embed_sampled`) and returns a :class:`LayerEmbedding`; the client writes each layer into
-  the staging directory as soon as it arrives (so a killed client resumes with ``--resume``).
-- ``pair_stats`` (one per consecutive layer pair) -> centre, Procrustes rotation, residual and
-  similarity; the client chains the rotations (``R_k = Q_k R_(k-1)``, equal to
-  :func:`engine.align.canonical_alignment`) and computes the cross-model frame;
-  ``similarity_matrix`` is one task per model pair.
+  :func:`engine.layerjob.sampled_layer`) and returns a :class:`engine.jobs.LayerEmbedding`; the
+  client writes each layer into the staging directory as soon as it arrives (so a killed client
+  resumes with ``--resume``).
+- :func:`engine.align.pair_stats` (one task per consecutive layer pair) -> small moments; the
+  client chains them with :func:`engine.align.chain` (equal to ``canonical_alignment``) and joins
+  the models with :func:`engine.align.join_frames`; ``similarity_matrix`` is one task per model pair.
 
 Every task is submitted with ``retries``; a worker that dies mid-task is replaced by its nanny and
 the scheduler reruns what was lost (lost shard data is recomputed from its recipe). Only the
@@ -27,7 +29,6 @@ client writes the bundle.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -41,11 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.device import resolve, to_host
-from engine.pipeline import LayerEmbedding, PrepareConfig, embed_layer
+from engine.jobs import LayerEmbedding, PrepareConfig
+from engine.layerjob import embed_layer, sampled_layer
 
 log = logging.getLogger("layertour")
 
-TRANSFORM_CHUNK = 8192  # rows per umap `transform` call; fixed so that any cluster size gives one result
 _SCHEDULER_RE = re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/]+:\d+/?$")
 
 
@@ -126,14 +127,14 @@ class ModelRecipe:
                 raise ValueError(f"model {spec!r} with random weights: pass the client's module so that "
                                  "every worker gets the same weights")
             state = _state(module)
-        key = f"spec:{spec}|{weights}" + ("" if state is None else f"|{_digest(state)}")
+        key = f"spec:{spec}|{weights}" + ("" if state is None else f"|{_digest(module)}")
         return cls(key=key, spec=spec, weights=weights, state=state)
 
     @classmethod
     def from_module(cls, factory: Callable, module) -> ModelRecipe:
         """``factory()`` must build ``module``'s architecture; its state dict travels with the tasks."""
         state = _state(module)
-        return cls(key=f"state:{factory.__module__}.{factory.__qualname__}:{_digest(state)}",
+        return cls(key=f"state:{factory.__module__}.{factory.__qualname__}:{_digest(module)}",
                    factory=factory, state=state)
 
     def build(self):
@@ -153,12 +154,10 @@ def _state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _digest(state: dict) -> str:
-    h = hashlib.sha1()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def _digest(module) -> str:
+    from engine.models import state_digest
+
+    return state_digest(module)
 
 
 _MODELS: OrderedDict[str, tuple] = OrderedDict()  # key -> (module, lock); per worker process
@@ -205,6 +204,8 @@ class InputRecipe:
     channels: int = 1
     path: str | None = None
     total: int | None = None
+    skip_unreadable: bool = False
+    chosen: int | None = None
     array: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -216,9 +217,14 @@ class InputRecipe:
         return cls("digits", int(n), size=size, channels=channels)
 
     @classmethod
-    def images(cls, path, n: int) -> InputRecipe:
+    def images(cls, path, n: int, skip_unreadable: bool = False, chosen: int | None = None) -> InputRecipe:
+        """An image folder: ``n`` rows of the client's input set, made from ``chosen`` (default n)
+        evenly spaced files less the unreadable ones when ``skip_unreadable``."""
+        from engine.inputs import folder_samples
+
         root = Path(path).resolve()
-        return cls("images", int(n), path=str(root), total=len(_folder_samples(root)))
+        return cls("images", int(n), path=str(root), total=len(folder_samples(root)[0]),
+                   skip_unreadable=skip_unreadable, chosen=None if chosen is None else int(chosen))
 
     @classmethod
     def tensor(cls, x) -> InputRecipe:
@@ -267,38 +273,21 @@ def _slice_inputs(full, a: int, b: int):
                     label_names=full.label_names, batch_fn=batch_fn, thumbnails=full.thumbnails[a:b].copy())
 
 
-def _folder_samples(root: Path) -> list:
-    from torchvision.datasets import ImageFolder
-
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} not found on this host")
-    return ImageFolder(str(root), loader=lambda p: p).samples
-
-
 def _folder_rows(recipe: InputRecipe, a: int, b: int):
-    """Rows [a, b) of ``image_folder_inputs(path, n)``: the same evenly spaced files, decoded here
-    in this process (Dask workers are daemons and may not start DataLoader processes)."""
-    import torch
-
-    from engine.inputs import InputSet, _FolderImages
+    """Rows [a, b) of the client's ``image_folder_inputs``: the same evenly spaced files, decoded
+    here in this process (Dask workers are daemons and may not start DataLoader processes)."""
+    from engine.inputs import folder_samples, image_folder_inputs
 
     root = Path(recipe.path)
-    samples = _folder_samples(root)
-    if len(samples) != recipe.total:
-        raise ValueError(f"image folder {root} holds {len(samples)} images on this worker, the client saw "
+    total = len(folder_samples(root)[0])
+    if total != recipe.total:
+        raise ValueError(f"image folder {root} holds {total} images on this worker, the client saw "
                          f"{recipe.total}")
-    idx = (np.arange(recipe.n, dtype=np.int64) * len(samples)) // recipe.n
-    chosen = [samples[i] for i in idx[a:b]]
-    data = _FolderImages(chosen)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-
-    def batch_fn(batch_size):
-        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
-        for x, thumbs in loader:
-            yield x, thumbs.numpy()
-
-    return InputSet(name=root.name, description=f"{root} rows {a}:{b}", labels=[s[1] for s in chosen],
-                    label_names=classes, batch_fn=batch_fn)
+    inputs = image_folder_inputs(root, recipe.chosen or recipe.n, workers=0, rows=(a, b),
+                                 skip_unreadable=recipe.skip_unreadable)
+    if inputs.n != b - a:
+        raise ValueError(f"image folder {root}: this worker reads {inputs.n} rows for [{a}, {b})")
+    return inputs
 
 
 def shard_ranges(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
@@ -375,202 +364,40 @@ def _thumbs(shard_result: dict) -> np.ndarray:
 
 def embed_task(config: PrepareConfig, init, trace_dir: str | None, model_name: str, layer_id: str,
                *pieces: np.ndarray) -> LayerEmbedding:
-    """Task: one layer's pieces (in row order) -> :func:`engine.pipeline.embed_layer`."""
+    """Task: one layer's pieces (in row order) -> :func:`engine.layerjob.embed_layer`.
+
+    init : None (spectral) or the previous layer's step of the ``--init previous`` chain
+    (:func:`next_aligned`)."""
     _trace(trace_dir, "embed", model_name, layer_id)
     backend = resolve(config.device)
     X = backend.xp.asarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
     if init is not None:
-        init = backend.xp.asarray(init, dtype=backend.xp.float32)
-    return embed_layer(X, config, "spectral" if init is None else init, backend)
+        init = backend.xp.asarray(init["aligned"], dtype=backend.xp.float32)
+    return embed_layer(X, config, "spectral" if init is None else init)
 
 
 def _embedding(res: LayerEmbedding) -> np.ndarray:
     return res.embedding
 
 
-def next_aligned(emb: np.ndarray, prev_aligned: np.ndarray | None) -> np.ndarray:
-    """The layer centred and rotated onto the previous aligned layer ((N, p) float64), as the
-    single-process ``init="previous"`` chain does."""
-    from engine.align import procrustes
-
-    centred = np.asarray(emb, dtype=np.float64)
-    centred = centred - centred.mean(axis=0)
-    return centred if prev_aligned is None else centred @ procrustes(centred, prev_aligned)
+def _aligned_of(step: dict) -> np.ndarray:
+    return step["aligned"]
 
 
-def pair_stats(E, T) -> dict:
-    """Task: centre of E, Procrustes Q of centred E onto centred T, residual and similarity.
+def next_aligned(emb: np.ndarray, prev_step: dict | None) -> dict:
+    """Task: one step of the ``--init previous`` chain (:func:`engine.align.extend_chain`, as the
+    single-process runner does it): ``{"aligned": (N, p) float64, "end": ChainEnd}``."""
+    from engine.align import extend_chain
 
-    E, T : (N, p) float32 host arrays (layer k and k-1). With ``R_(k-1)`` the previous layer's
-    rotation, ``R_k = Q @ R_(k-1)`` is exactly the chained canonical alignment.
-    """
-    from engine.align import procrustes
-
-    e = np.asarray(E, dtype=np.float64)
-    t = np.asarray(T, dtype=np.float64)
-    mu = e.mean(axis=0)
-    ec, tc = e - mu, t - t.mean(axis=0)
-    Q = np.asarray(procrustes(ec, tc))
-    M = ec.T @ tc
-    sq_e, sq_t = float((ec * ec).sum()), float((tc * tc).sum())
-    if not (sq_e > 0.0 and sq_t > 0.0):
-        raise ValueError("a layer has zero variance (a constant embedding): it cannot be aligned")
-    norm = np.sqrt(sq_e * sq_t)
-    residual = max(0.0, 2.0 - 2.0 * float(np.trace(Q.T @ M)) / norm)
-    sim = float(np.linalg.svd(M, compute_uv=False).sum()) / norm
-    return {"center": mu, "Q": Q, "residual": residual, "similarity": sim}
-
-
-def _mean64(E) -> np.ndarray:
-    return np.asarray(E, dtype=np.float64).mean(axis=0)
+    e = np.asarray(emb, dtype=np.float64)
+    al, end = extend_chain(None if prev_step is None else prev_step["end"], e)
+    return {"aligned": al.apply(e), "end": end}
 
 
 def _similarity_matrix(layers_a: list, layers_b: list) -> np.ndarray:
     from engine.align import similarity_matrix
 
     return np.asarray(similarity_matrix(layers_a, layers_b), dtype=np.float32)
-
-
-# --------------------------------------------------------------- sample fit + transform (no Dask)
-
-
-def sample_indices(n: int, m: int, seed: int) -> np.ndarray:
-    """Sorted int64 indices of the ``m`` rows (of ``n``) that UMAP is fitted on; seeded."""
-    if not 0 < m < n:
-        raise ValueError(f"--fit-sample {m}: must lie between 1 and N-1 = {n - 1}")
-    return np.sort(np.random.default_rng(seed).choice(n, m, replace=False)).astype(np.int64)
-
-
-def take_rows(idx: np.ndarray, starts: Sequence[int], *pieces) -> np.ndarray:
-    """Rows ``idx`` (sorted, global) out of consecutive pieces starting at ``starts``."""
-    out = []
-    for a, piece in zip(starts, pieces):
-        sel = idx[(idx >= a) & (idx < a + piece.shape[0])] - a
-        out.append(np.asarray(to_host(piece))[sel])
-    return np.concatenate(out).astype(np.float32, copy=False)
-
-
-def fit_sample(Xs: np.ndarray, config: PrepareConfig, init=None) -> dict:
-    """Fit UMAP on the sample Xs ((m, D) float32): ``{"model", "embedding" (m, p) float32, ...}``.
-
-    umap-learn on the host, or cuML (model on the device) when the back end is CUDA and
-    ``umap_backend`` allows it. ``init`` : (m, p) array or None (spectral).
-    """
-    from engine.embed import _import_cuml, scale_init
-
-    backend = resolve(config.device)
-    cuml, _why = (None, "") if config.umap_backend == "umap-learn" else _import_cuml()
-    use_cuml = config.umap_backend == "cuml" or (backend.is_cuda and cuml is not None)
-    if config.umap_backend == "cuml" and cuml is None:
-        raise ImportError("umap_backend='cuml' but cuML is not importable")
-    init_v = "spectral" if init is None else to_host(scale_init(np.asarray(to_host(init))))
-    kw = dict(n_components=config.dim, n_neighbors=config.n_neighbors, min_dist=config.min_dist,
-              init=init_v, random_state=config.seed)
-    t0 = time.perf_counter()
-    if use_cuml:
-        from cuml.manifold import UMAP
-
-        model = UMAP(output_type="numpy", **kw)
-        emb = model.fit_transform(backend.xp.asarray(Xs))
-        name, knn = "cuml", "brute_force_knn"
-    else:
-        import umap
-
-        model = umap.UMAP(**kw)
-        emb = model.fit_transform(np.asarray(Xs))
-        name, knn = "umap-learn", "exact" if getattr(model, "_small_data", False) else "nn_descent"
-    return {"model": model, "embedding": np.asarray(to_host(emb), dtype=np.float32), "backend": name,
-            "knn_algorithm": knn, "seconds": time.perf_counter() - t0}
-
-
-def transform_rows(fit: dict, a: int, b: int, starts: Sequence[int], *pieces) -> dict:
-    """Rows [a, b) transformed by the fitted model: ``{"Y": (b - a, p) float32 host, "seconds"}``."""
-    X = take_rows(np.arange(a, b, dtype=np.int64), starts, *pieces)
-    t0 = time.perf_counter()
-    Y = np.asarray(to_host(fit["model"].transform(X)), dtype=np.float32)
-    return {"Y": Y, "seconds": time.perf_counter() - t0}
-
-
-def finish_sampled(config: PrepareConfig, n: int, fit: dict, idx: np.ndarray, trust_idx: np.ndarray,
-                   held_idx: np.ndarray, X_trust: np.ndarray, X_held: np.ndarray, Xs: np.ndarray,
-                   *chunks: dict) -> LayerEmbedding:
-    """Assemble the (n, p) embedding (the sample's own fit rows, transformed rows elsewhere) and its
-    trustworthiness: overall (same rows as the full path), on fitted rows, on held-out rows."""
-    from engine.embed import trustworthiness
-
-    Y = np.concatenate([c["Y"] for c in chunks])
-    Y[idx] = fit["embedding"]
-    t0 = time.perf_counter()
-    k = config.n_neighbors
-    tw_all = trustworthiness(X_trust, Y[trust_idx], k=k, n_sample=len(trust_idx))
-    tw_fit = trustworthiness(Xs, fit["embedding"], k=k, n_sample=config.trust_sample, seed=config.seed)
-    tw_held = trustworthiness(X_held, Y[held_idx], k=k, n_sample=len(held_idx))
-    meta = {"trustworthiness": round(tw_all, 6), "umap_backend": fit["backend"],
-            "knn_algorithm": fit["knn_algorithm"], "umap_seconds": round(fit["seconds"], 3),
-            "trustworthiness_seconds": round(time.perf_counter() - t0, 3),
-            "umap_params": {"n_components": config.dim, "n_neighbors": k, "min_dist": config.min_dist,
-                            "seed": config.seed, "n": int(n), "dim": int(Xs.shape[1])},
-            "fit_sample": {"n": int(len(idx)), "seed": config.seed, "transform_chunk": TRANSFORM_CHUNK,
-                           "transform_seconds": round(sum(c["seconds"] for c in chunks), 3),
-                           "trustworthiness_fit_rows": round(tw_fit, 6),
-                           "trustworthiness_transformed_rows": round(tw_held, 6),
-                           "trustworthiness_cost": round(tw_fit - tw_held, 6),
-                           "held_out_rows": int(len(held_idx))}}
-    return LayerEmbedding(Y, meta, int(Xs.shape[1]), fit["seconds"])
-
-
-def sampled_plan(n: int, config: PrepareConfig) -> dict:
-    """Row sets of the sample-fit path: fit sample, trust sample (as the full path's), held-out sample."""
-    idx = sample_indices(n, config.fit_sample, config.seed)
-    m = min(config.trust_sample, n)
-    trust_idx = np.sort(np.random.default_rng(config.seed).choice(n, m, replace=False)) if n > m \
-        else np.arange(n)
-    rest = np.setdiff1d(np.arange(n, dtype=np.int64), idx)
-    held = np.sort(np.random.default_rng(config.seed + 1).choice(rest, min(len(rest), config.trust_sample),
-                                                                 replace=False))
-    if len(held) <= 2 * config.n_neighbors:
-        raise ValueError(f"--fit-sample {config.fit_sample}: only {len(rest)} rows are left to transform; "
-                         f"need more than {2 * config.n_neighbors} to measure the trustworthiness cost")
-    chunks = [(a, min(a + TRANSFORM_CHUNK, n)) for a in range(0, n, TRANSFORM_CHUNK)]
-    return {"idx": idx, "trust_idx": trust_idx.astype(np.int64), "held_idx": held.astype(np.int64),
-            "chunks": chunks}
-
-
-def sampled_layer(submit: Callable, config: PrepareConfig, n: int, starts: Sequence[int], pieces: Sequence,
-                  init=None):
-    """Sample fit + chunked transform of one layer, written once for both paths.
-
-    ``submit(fn, *args)`` either calls ``fn`` (single process) or returns a Dask future; ``pieces``
-    (values or futures) hold consecutive rows from ``starts``. Returns the
-    :class:`engine.pipeline.LayerEmbedding` (or its future).
-    """
-    plan = sampled_plan(n, config)
-    ends = [*starts[1:], n]
-
-    def over(a, b):  # the pieces overlapping rows [a, b)
-        sel = [i for i, (s, e) in enumerate(zip(starts, ends)) if s < b and e > a]
-        return [starts[i] for i in sel], [pieces[i] for i in sel]
-
-    def rows(ix):
-        st, ps = over(int(ix.min()), int(ix.max()) + 1)
-        return submit(take_rows, ix, st, *ps)
-
-    Xs = rows(plan["idx"])
-    init_s = None if init is None else submit(take_rows, plan["idx"], [0], init)
-    fit = submit(fit_sample, Xs, config, init_s)
-    chunks = []
-    for a, b in plan["chunks"]:
-        st, ps = over(a, b)
-        chunks.append(submit(transform_rows, fit, a, b, st, *ps))
-    return submit(finish_sampled, config, n, fit, plan["idx"], plan["trust_idx"], plan["held_idx"],
-                  rows(plan["trust_idx"]), rows(plan["held_idx"]), Xs, *chunks)
-
-
-def embed_sampled(X, config: PrepareConfig, init=None) -> LayerEmbedding:
-    """Single-process sample fit + transform of X ((N, D), NumPy or CuPy): no Dask involved."""
-    Xh = np.asarray(to_host(X), dtype=np.float32)
-    init_h = None if init is None or isinstance(init, str) else np.asarray(to_host(init), dtype=np.float32)
-    return sampled_layer(lambda fn, *args: fn(*args), config, Xh.shape[0], [0], [Xh], init_h)
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -674,7 +501,8 @@ def _run(client, jobs, inputs, writer, config, options, n_workers, progress, tim
             else:
                 pieces = [submit(_pick, s, spec.id) for s in shards]
                 if config.fit_sample:
-                    res = sampled_layer(submit, config, n, starts, pieces, prev)
+                    init = None if prev is None else submit(_aligned_of, prev)
+                    res = sampled_layer(submit, config, n, starts, pieces, init)
                 else:
                     res = submit(embed_task, config, prev, trace, job.name, spec.id, *pieces,
                                  key=f"embed-{job.name}-{spec.id}-{uuid()}")
@@ -702,30 +530,25 @@ def _run(client, jobs, inputs, writer, config, options, n_workers, progress, tim
 
 
 def _align(client, submit, jobs, writer, emb, timings) -> None:
-    """Per-layer Procrustes as tasks, chained on the client; cross-model frames; similarity tasks."""
-    from engine.align import cross_model_rotation
+    """:func:`engine.align.pair_stats` as tasks, chained and joined on the client (the same chain
+    as ``align_models``); similarity matrices as tasks."""
+    from engine.align import chain, chain_similarities, join_frames, pair_stats
 
     t0 = time.perf_counter()
-    ref_a = None
-    for k, job in enumerate(jobs):
+    chains = {}
+    for job in jobs:
         layers = emb[job.name]
-        mu0 = submit(_mean64, layers[0])
-        stats = client.gather([mu0] + [submit(pair_stats, layers[i], layers[i - 1])
-                                       for i in range(1, len(layers))])
-        rotations, centers = [np.eye(writer.dim)], [np.asarray(stats[0])]
-        for s in stats[1:]:
-            rotations.append(s["Q"] @ rotations[-1])
-            centers.append(s["center"])
-        first = np.asarray(writer.read_layer(job.name, job.layers[0].id), dtype=np.float64) - centers[0]
-        if k == 0:
-            ref_a = first
-        else:
-            Q = np.asarray(cross_model_rotation(ref_a, first))
-            rotations = [R @ Q for R in rotations]
-        for spec, R, c in zip(job.layers, rotations, centers):
-            writer.set_alignment(job.name, spec.id, R, c)
-        job.meta["consecutive_similarity"] = [round(s["similarity"], 6) for s in stats[1:]]
-        job.meta["alignment_residuals"] = [0.0] + [round(s["residual"], 6) for s in stats[1:]]
+        stats = client.gather([submit(pair_stats, layers[0], layers[0])]
+                              + [submit(pair_stats, layers[i], layers[i - 1]) for i in range(1, len(layers))])
+        chains[job.name] = chain(stats)
+    firsts = {job.name: np.asarray(writer.read_layer(job.name, job.layers[0].id)) for job in jobs}
+    alignments = join_frames(chains, firsts)
+    for job in jobs:
+        for spec, a in zip(job.layers, alignments[job.name]):
+            writer.set_alignment(job.name, spec.id, a.rotation, a.center)
+        sims = chain_similarities(alignments[job.name])
+        job.meta["consecutive_similarity"] = [round(float(v), 6) for v in sims]
+        job.meta["alignment_residuals"] = [round(float(a.residual), 6) for a in alignments[job.name]]
     timings["align_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pairs = [(a, b) for i, a in enumerate(jobs) for b in jobs[i + 1:]]

@@ -1,14 +1,17 @@
 """UMAP embedding of one layer's activations, behind one function, on cuML (GPU) or umap-learn (CPU).
 
 ``embed(X)`` returns an :class:`EmbedResult` whose ``embedding`` lives where X lives (NumPy in,
-NumPy out; CuPy in, CuPy out). Back end ``"auto"``: cuML when X is a CuPy array and cuML imports,
-else umap-learn on the host (a CuPy X is copied down, the result copied back up). The study's
-settings are the defaults: 15 components, 15 neighbours, min_dist 0.1, spectral init, seed 42.
-Stochastic: test results by quality (:func:`trustworthiness`), never by coordinates.
+NumPy out; CuPy in, CuPy out), and whose :meth:`EmbedResult.transform` maps other rows with the
+fitted model (a fit on a seeded sample, :func:`sample_indices`, then the rest in chunks). The UMAP
+back end is chosen in one place, :func:`choose_backend`: ``"auto"`` is cuML when X is a CuPy array
+and cuML imports, else umap-learn on the host (a CuPy X is copied down, the result copied back
+up). The study's settings are the defaults: 15 components, 15 neighbours, min_dist 0.1, spectral
+init, seed 42. Stochastic: test results by quality (:func:`trustworthiness`), never by coordinates.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 import warnings
@@ -17,25 +20,99 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.device import array_module, is_cupy_array, like, to_host
+from engine.errors import UserError
 
 log = logging.getLogger("layertour")
 
 BACKENDS = ("auto", "cuml", "umap-learn")
 CUML_ARRAY_INIT = (26, 2)  # first cuML release whose UMAP takes an array init
 INIT_SCALE = 10.0
+SEED_LIMIT = 2**32  # cuML takes seeds in [0, 2**32); umap-learn's NumPy seeding does too
+
+
+class BackendUnavailableError(UserError, ImportError):
+    """The UMAP back end asked for (``--umap-backend``) cannot be imported here."""
+
+
+@dataclass(frozen=True)
+class PCABasis:
+    """A fitted linear reduction: ``reduced = (X - mean) @ axes``; mean (D,), axes (D, k) float32,
+    in the array module of the data it was fitted on."""
+
+    mean: object
+    axes: object
+
+    def apply(self, X):
+        xp = array_module(X)
+        return (xp.asarray(X, dtype=xp.float32) - xp.asarray(self.mean)) @ xp.asarray(self.axes)
 
 
 @dataclass(frozen=True)
 class EmbedResult:
     """embedding : (N, p) float32 in the input's array module; backend : "cuml" | "umap-learn";
     knn_algorithm : how the k-NN graph was built; seconds : wall time of the fit;
-    params : every setting used (and any fallback or reduction applied)."""
+    params : every setting used (and any fallback or reduction applied);
+    model, reducer : the fitted UMAP estimator and the PCA basis applied before it (or None),
+    used by :meth:`transform`."""
 
     embedding: object
     backend: str
     knn_algorithm: str
     seconds: float
     params: dict = field(default_factory=dict)
+    model: object = field(default=None, repr=False, compare=False)
+    reducer: PCABasis | None = field(default=None, repr=False, compare=False)
+
+    def transform(self, X):
+        """Embed new rows X ((M, D) float, NumPy or CuPy) with the fitted model: (M, p) float32 in
+        X's array module (the PCA reduction of the fit is applied first)."""
+        if self.model is None:
+            raise ValueError("this EmbedResult holds no fitted model")
+        xp = array_module(X)
+        Xr = xp.ascontiguousarray(X, dtype=xp.float32)
+        if self.reducer is not None:
+            Xr = self.reducer.apply(Xr)
+        if self.backend == "cuml":
+            import cupy as cp
+
+            Y = self.model.transform(cp.asarray(Xr))
+        else:
+            Y = self.model.transform(to_host(Xr))
+        return like(Y, X).astype(xp.float32, copy=False)
+
+
+def choose_backend(requested: str, on_device: bool) -> tuple[str, object, str]:
+    """The one UMAP back-end rule: ``(name, cuml module or None, why)``.
+
+    requested : "auto" | "cuml" | "umap-learn"; on_device : whether the data are CuPy arrays (the
+    resolved compute back end is CUDA). "auto" is cuML when the data are on the device and cuML
+    imports, else umap-learn. Raises :class:`BackendUnavailableError` (naming ``--umap-backend``)
+    when the chosen library cannot be imported, so ``prepare`` can call this before recording.
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"backend={requested!r} is not one of {', '.join(BACKENDS)}")
+    cuml, why = (None, "not requested") if requested == "umap-learn" else _import_cuml()
+    if requested == "cuml":
+        if cuml is None:
+            raise BackendUnavailableError(
+                f"backend='cuml' but cuML is not importable ({why}); install the gpu extras "
+                "(pip install 'layertour[gpu]') or use --umap-backend umap-learn")
+        return "cuml", cuml, "requested"
+    if requested == "auto" and on_device and cuml is not None:
+        return "cuml", cuml, "auto: the data are on the CUDA device"
+    if importlib.util.find_spec("umap") is None:
+        raise BackendUnavailableError("umap-learn is not installed (pip install 'layertour[cpu]')"
+                                      + ("" if requested == "umap-learn" else f"; cuML: {why}"))
+    if requested == "auto" and on_device:
+        return "umap-learn", None, f"cuML unavailable ({why}): umap-learn on the host"
+    return "umap-learn", None, "requested" if requested == "umap-learn" else "auto: the data are on the host"
+
+
+def sample_indices(n: int, m: int, seed: int) -> np.ndarray:
+    """Sorted int64 indices of the ``m`` rows (of ``n``) a sample fit uses; seeded, host."""
+    if not 0 < m < n:
+        raise ValueError(f"--fit-sample {m}: must lie between 1 and N-1 = {n - 1}")
+    return np.sort(np.random.default_rng(seed).choice(n, m, replace=False)).astype(np.int64)
 
 
 def scale_init(Y, max_coord: float = INIT_SCALE):
@@ -58,12 +135,13 @@ def scale_init(Y, max_coord: float = INIT_SCALE):
     return (Yc * (max_coord / m)).astype(xp.float32)
 
 
-def pca_reduce(X, k: int = 256, seed: int = 0, n_iter: int = 4):
+def pca_reduce(X, k: int = 256, seed: int = 0, n_iter: int = 4, *, basis: bool = False):
     """Randomised PCA of X ((N, D) float32, NumPy or CuPy) to k dims, computed in X's array module.
 
     Centring is implicit (X is never copied whole): X̄M = XM − 1(μM). A Gaussian sketch of width
     k + 10 with ``n_iter`` power iterations finds the range; returns the (N, k) float32 scores
-    (projections of the centred rows on the top k principal axes) and the explained variance (k,).
+    (projections of the centred rows on the top k principal axes) and the explained variance (k,);
+    with ``basis=True`` also the :class:`PCABasis` (mean, axes) that maps new rows the same way.
     """
     xp = array_module(X)
     n, d = X.shape
@@ -84,9 +162,12 @@ def pca_reduce(X, k: int = 256, seed: int = 0, n_iter: int = 4):
         Z, _ = xp.linalg.qr(xct_dot(Q))
         Q, _ = xp.linalg.qr(xc_dot(Z))
     B = xct_dot(Q).T.astype(xp.float64)  # (w, D) = Q^T X̄
-    Ub, s, _vt = xp.linalg.svd(B, full_matrices=False)
+    Ub, s, vt = xp.linalg.svd(B, full_matrices=False)
     scores = (Q.astype(xp.float64) @ Ub[:, :k]) * s[:k]
-    return scores.astype(xp.float32), (s[:k] ** 2) / max(n - 1, 1)
+    var = (s[:k] ** 2) / max(n - 1, 1)
+    if basis:  # X̄ vt[:k].T = Q Ub s (to the sketch's accuracy): the axes map new rows alike
+        return scores.astype(xp.float32), var, PCABasis(mu, vt[:k].T.astype(xp.float32))
+    return scores.astype(xp.float32), var
 
 
 def _cuml_version(cuml) -> tuple[int, int]:
@@ -112,7 +193,9 @@ def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float =
     init : "spectral" (the study's), "random", or an (N, n_components) array (rescaled by
         :func:`scale_init` to ±10). cuML older than 26.02 cannot take an array: it falls back to
         spectral, logs a warning and records it in ``params["init_fallback"]``.
-    backend : "auto" (cuML for a CuPy X when cuML imports, else umap-learn), "cuml", "umap-learn".
+    backend : "auto" (cuML for a CuPy X when cuML imports, else umap-learn), "cuml", "umap-learn"
+        (:func:`choose_backend`).
+    seed : None or an int in [0, 2**32).
     max_brute_force : on cuML, up to this many rows the k-NN graph is exact (``brute_force_knn``,
         reproducible, X stays on the device); above it ``nn_descent``. umap-learn builds it exactly
         below 4,096 rows, else with NN-descent. ``knn_algorithm`` says which.
@@ -120,12 +203,14 @@ def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float =
     reduce_bytes, reduce_dims : an X of more than reduce_bytes (N·D·4) is first reduced by
         :func:`pca_reduce` (in X's array module) to reduce_dims, recorded in ``params["pca"]``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    name, cuml, why = choose_backend(backend, is_cupy_array(X))
     xp = array_module(X)
     if X.ndim != 2:
         raise ValueError(f"embed: X must be (N, D), got shape {X.shape}")
     n, d = X.shape
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed < SEED_LIMIT):
+        raise ValueError(f"seed={seed!r}: must be an integer in [0, 2**32)")
     if n <= n_neighbors:
         raise ValueError(f"embed: {n} rows is too few for n_neighbors={n_neighbors}")
     X = xp.ascontiguousarray(X, dtype=xp.float32)
@@ -141,30 +226,25 @@ def embed(X, *, n_components: int = 15, n_neighbors: int = 15, min_dist: float =
         if tuple(init.shape) != (n, n_components):
             raise ValueError(f"init array has shape {tuple(init.shape)}, expected ({n}, {n_components})")
         init = scale_init(init)
+    reducer = None
     if n * d * 4 > reduce_bytes and d > reduce_dims:
         t0 = time.perf_counter()
-        X, var = pca_reduce(X, reduce_dims, seed=0 if seed is None else seed)
+        X, var, reducer = pca_reduce(X, reduce_dims, seed=0 if seed is None else seed, basis=True)
         params["pca"] = {"dims": int(X.shape[1]), "from_dim": int(d), "seconds": time.perf_counter() - t0,
                          "explained_variance_sum": float(var.sum())}
         log.info("embed: X is %.1f GB; randomised PCA %d -> %d dims", n * d * 4 / 1e9, d, X.shape[1])
 
-    cuml, why = (None, "not requested") if backend == "umap-learn" else _import_cuml()
-    use_cuml = backend == "cuml" or (backend == "auto" and is_cupy_array(X) and cuml is not None)
-    if backend == "cuml" and cuml is None:
-        raise ImportError(f"backend='cuml' but cuML is not importable ({why}); "
-                          "install the gpu extras or use backend='umap-learn'")
-    if use_cuml:
-        Y, knn, seconds = _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, n_epochs,
-                                    max_brute_force, params)
+    if name == "cuml":
+        model, Y, knn, seconds = _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed,
+                                           n_epochs, max_brute_force, params)
         params["cuml_version"] = str(cuml.__version__)
     else:
-        if backend == "auto" and is_cupy_array(X):
-            params["fallback"] = f"cuML unavailable ({why}): umap-learn on the host"
-            log.info("embed: %s", params["fallback"])
-        Y, knn, seconds = _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs,
-                                          params)
-    return EmbedResult(like(Y, X).astype(xp.float32, copy=False), "cuml" if use_cuml else "umap-learn",
-                       knn, seconds, params)
+        if is_cupy_array(X) and backend == "auto":
+            params["fallback"] = why
+            log.info("embed: %s", why)
+        model, Y, knn, seconds = _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed,
+                                                 n_epochs, params)
+    return EmbedResult(like(Y, X).astype(xp.float32, copy=False), name, knn, seconds, params, model, reducer)
 
 
 def _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, n_epochs, max_brute_force, params):
@@ -187,7 +267,7 @@ def _fit_cuml(cuml, X, init, n_components, n_neighbors, min_dist, seed, n_epochs
     t0 = time.perf_counter()
     Y = model.fit_transform(Xd)
     cp.cuda.Device().synchronize()
-    return Y, knn, time.perf_counter() - t0
+    return model, Y, knn, time.perf_counter() - t0
 
 
 def _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs, params):
@@ -206,7 +286,7 @@ def _fit_umap_learn(X, init, n_components, n_neighbors, min_dist, seed, n_epochs
     seconds = time.perf_counter() - t0
     params["umap_learn_version"] = str(umap.__version__)
     knn = "exact" if getattr(model, "_small_data", False) else "nn_descent"
-    return np.asarray(Y, dtype=np.float32), knn, seconds
+    return model, np.asarray(Y, dtype=np.float32), knn, seconds
 
 
 def trustworthiness(X, Y, k: int = 15, n_sample: int = 5000, seed: int = 0) -> float:

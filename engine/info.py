@@ -15,14 +15,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-PACKAGES = [
-    ("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"), ("torchvision", "torchvision"),
-    ("CuPy", "cupy-cuda13x"), ("CuPy (cu12)", "cupy-cuda12x"), ("cuML", "cuml-cu13"),
-    ("cuML (cu12)", "cuml-cu12"), ("cuda-core", "cuda-core"), ("cuda-bindings", "cuda-bindings"),
-    ("umap-learn", "umap-learn"), ("scikit-learn", "scikit-learn"), ("VisPy", "vispy"),
-    ("glfw", "glfw"), ("PyOpenGL", "PyOpenGL"), ("jupyter-rfb", "jupyter-rfb"), ("ipywidgets", "ipywidgets"),
-    ("dask", "dask"),
-]
+from engine.versions import versions
 
 _GL_PROBE = r"""
 import json, vispy
@@ -36,24 +29,6 @@ print(json.dumps({"renderer": gl.glGetParameter(gl.GL_RENDERER),
                   "vendor": gl.glGetParameter(gl.GL_VENDOR)}))
 c.close()
 """
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for label, dist in PACKAGES:
-        try:
-            out[label] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            if label.endswith("(cu12)"):
-                continue
-            out.setdefault(label, None)
-    # CuPy may also be installed under its generic name (a source build).
-    if out.get("CuPy") is None:
-        try:
-            out["CuPy"] = metadata.version("cupy")
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def gl_renderer(timeout: float = 20.0) -> dict | str:
@@ -99,7 +74,9 @@ def report(device: str = "auto", gl: bool = True) -> str:
     except CudaUnavailableError as exc:
         lines.append(f"back end   unavailable: {exc}")
     lines.append("versions:")
-    for name, ver in versions().items():
+    for name, ver in versions(missing=True).items():
+        if name == "layertour":
+            continue
         lines.append(f"  {name:<14} {ver or 'not installed'}")
     if gl:
         r = gl_renderer()

@@ -8,11 +8,17 @@ Pillow are imported only inside the functions.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from engine.errors import UserError
+
+log = logging.getLogger("layertour")
 
 THUMB = 32
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,10 +34,12 @@ class InputSet:
     thumbnails : (N, 32, 32, 3) uint8 NumPy. For an image folder they are filled as a by-product of
         ``batches`` (no extra decoding); reading the property before a full pass decodes the rest.
     batches(batch_size) : iterator of float32 (B, C, H, W) CPU tensors, in order, covering all N.
+    fingerprint : str identifying the content (which images, in which order, with which labels);
+        a resumed ``prepare`` must see the same one. Default: a digest of name, description, labels.
     """
 
     def __init__(self, *, name: str, description: str, labels, label_names, batch_fn: Callable,
-                 thumbnails: np.ndarray | None = None):
+                 thumbnails: np.ndarray | None = None, fingerprint: str | None = None):
         self.name = name
         self.description = description
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -44,6 +52,7 @@ class InputSet:
             raise ValueError(f"input set {name!r}: labels must lie in [0, {len(self.label_names)}) "
                              f"(one per label name), got [{self.labels.min()}, {self.labels.max()}]")
         self._batch_fn = batch_fn  # batch_size -> iterator of (x tensor, thumbs (B,32,32,3) uint8 | None)
+        self.fingerprint = fingerprint or _digest(name, description, self.labels.tobytes(), *self.label_names)
         if thumbnails is not None:
             if thumbnails.shape != (self.n, THUMB, THUMB, 3) or thumbnails.dtype != np.uint8:
                 raise ValueError(f"input set {name!r}: thumbnails must be uint8 ({self.n}, 32, 32, 3)")
@@ -73,6 +82,18 @@ class InputSet:
             for _ in self.batches(64):
                 pass
         return self._thumbs
+
+
+class ImageReadError(UserError, ValueError):
+    """An image of an ``--images`` folder cannot be decoded; the message names the file."""
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha1()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode("utf-8", "surrogateescape"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
 
 
 def thumbnails_from(x01) -> np.ndarray:
@@ -129,7 +150,8 @@ def digits_inputs(n: int | None = None, *, size: int = 8, channels: int = 1) -> 
     x = x.expand(-1, channels, -1, -1).contiguous()
     return InputSet(name="digits", labels=d.target[:n], label_names=[str(i) for i in range(10)],
                     description=f"scikit-learn digits: {n} images, {channels}×{size}×{size}, pixel/16",
-                    batch_fn=_memory_batches(x), thumbnails=thumbnails_from(raw))
+                    batch_fn=_memory_batches(x), thumbnails=thumbnails_from(raw),
+                    fingerprint=_digest("digits", n, size, channels))
 
 
 def tensor_inputs(x, labels=None, label_names=None, *, name: str = "tensor") -> InputSet:
@@ -162,11 +184,15 @@ def tensor_inputs(x, labels=None, label_names=None, *, name: str = "tensor") -> 
     x01 = (t - lo[:, None, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None, None]
     return InputSet(name=name, labels=labels, label_names=label_names,
                     description=f"tensor {tuple(t.shape)}", batch_fn=_memory_batches(t),
-                    thumbnails=thumbnails_from(x01))
+                    thumbnails=thumbnails_from(x01),
+                    fingerprint=_digest("tensor", tuple(t.shape), t.numpy().tobytes(), labels.tobytes()))
 
 
-class _FolderImages:
-    """Dataset over (path, label) pairs: (normalised (3,224,224) float32, (32,32,3) uint8 thumbnail)."""
+class FolderImages:
+    """Dataset over (path, label) pairs: (normalised (3,224,224) float32, (32,32,3) uint8 thumbnail,
+    index of an unreadable image or -1). An image that cannot be decoded gives zeros and its index,
+    so the error is raised in the reading process (:func:`_folder_batches`) naming the file,
+    instead of as a DataLoader worker's traceback."""
 
     def __init__(self, samples):
         from torchvision import transforms
@@ -177,7 +203,9 @@ class _FolderImages:
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, i):
+    def load(self, i):
+        """(normalised (3, 224, 224) tensor, (32, 32, 3) uint8 thumbnail) of image ``i``; raises
+        :class:`ImageReadError` naming the file."""
         import torch
         from PIL import Image
         from torchvision.transforms import functional as TF
@@ -186,14 +214,61 @@ class _FolderImages:
         try:
             with Image.open(path) as im:
                 img = self.crop(im.convert("RGB"))
-        except Exception as exc:
-            raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # PIL raises many types for a damaged or foreign file
+            raise ImageReadError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
         thumb = np.asarray(img.resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.uint8)
         x = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
         return x, torch.from_numpy(thumb.copy())
 
+    def __getitem__(self, i):
+        import torch
 
-def image_folder_inputs(path, n: int | None = None, workers: int | None = None) -> InputSet:
+        try:
+            x, thumb = self.load(i)
+            return x, thumb, -1
+        except ImageReadError:
+            return torch.zeros(3, 224, 224), torch.zeros(THUMB, THUMB, 3, dtype=torch.uint8), int(i)
+
+
+def folder_samples(root) -> tuple[list, list[str]]:
+    """``([(path, label), ...], classes)`` of an ImageFolder layout (classes = sorted sub-folders,
+    files sorted within each). Raises an error naming the folder when it is missing or empty."""
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} not found (or not a directory)")
+    try:
+        ds = ImageFolder(str(root), loader=lambda p: p)
+    except (FileNotFoundError, PermissionError, OSError) as exc:
+        raise ValueError(f"image folder {root}: no readable images ({type(exc).__name__}: {exc}); expected "
+                         f"{root}/<class>/<image file>") from exc
+    return ds.samples, ds.classes
+
+
+def _readable(data: FolderImages, progress: bool) -> list[int]:
+    """Indices of the images of ``data`` that decode (each is decoded once, in a thread pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    def ok(i):
+        try:
+            data.load(i)
+            return True
+        except ImageReadError as exc:
+            log.warning("skipping %s", exc)
+            return False
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        flags = list(tqdm(pool.map(ok, range(len(data))), total=len(data), desc="checking images",
+                          unit="img", disable=not progress))
+    return [i for i, f in enumerate(flags) if f]
+
+
+def image_folder_inputs(path, n: int | None = None, workers: int | None = None, *,
+                        rows: tuple[int, int] | None = None, skip_unreadable: bool = False,
+                        progress: bool = False) -> InputSet:
     """Images in ``path/<class>/<image>`` (torchvision ImageFolder conventions: classes = sorted
     sub-folder names, files sorted within each), as the study prepared ImageNet: Resize 256,
     CenterCrop 224, ImageNet mean/std normalisation -> float32 (3, 224, 224).
@@ -202,33 +277,56 @@ def image_folder_inputs(path, n: int | None = None, workers: int | None = None) 
         keeps its share. More than available raises ``ValueError``.
     workers : DataLoader worker processes decoding images (default min(4, CPU count)); 0 decodes in
         this process.
-    A missing, empty or unreadable folder raises an error naming it; an unreadable image raises
-    ``ValueError`` naming the file when its batch is read.
+    rows : only rows ``[a, b)`` of those n images (a Dask shard), with the same files.
+    skip_unreadable : first decode every chosen image once (a progress bar) and drop those that
+        fail, logging each and the count; the survivors are the input set. Without it, an
+        unreadable image raises :class:`ImageReadError` naming the file when its batch is read.
+    A missing or empty folder raises an error naming it.
     """
     import torch
-    from torchvision.datasets import ImageFolder
 
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} not found (or not a directory)")
-    try:
-        ds = ImageFolder(str(root), loader=lambda p: p)
-    except (FileNotFoundError, PermissionError, OSError) as exc:
-        raise ValueError(f"image folder {root}: no readable images ({type(exc).__name__}: {exc}); expected "
-                         f"{root}/<class>/<image file>") from exc
-    total = len(ds.samples)
+    all_samples, classes = folder_samples(root)
+    total = len(all_samples)
     n = _check_n(n, total, f"image folder {root}")
     idx = (np.arange(n, dtype=np.int64) * total) // n
-    samples = [ds.samples[i] for i in idx]
+    samples = [all_samples[i] for i in idx]
+    if skip_unreadable:
+        keep = _readable(FolderImages(samples), progress)
+        if len(keep) < len(samples):
+            log.warning("image folder %s: skipped %d unreadable of %d images", root, len(samples) - len(keep),
+                        len(samples))
+        if not keep:
+            raise ImageReadError(f"image folder {root}: none of the {len(samples)} chosen images can be read")
+        samples = [samples[i] for i in keep]
+    a, b = rows if rows is not None else (0, len(samples))
+    if not 0 <= a < b <= len(samples):
+        raise ValueError(f"image folder {root}: rows [{a}, {b}) outside the {len(samples)} chosen images")
+    chosen = samples[a:b]
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    data = _FolderImages(samples)
+    data = FolderImages(chosen)
 
     def batch_fn(batch_size):
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
-        for x, thumbs in loader:
+        for x, thumbs, bad in loader:
+            failed = bad[bad >= 0]
+            if failed.numel():
+                try:
+                    data.load(int(failed[0]))  # raises ImageReadError naming the file, in this process
+                except ImageReadError as exc:
+                    raise ImageReadError(f"{exc} ({failed.numel()} unreadable in this batch; pass "
+                                         "--skip-unreadable to leave such images out)") from None
             yield x, thumbs.numpy()
 
-    return InputSet(name=root.name, labels=[s[1] for s in samples], label_names=ds.classes,
-                    description=f"{n} of {total} images in {root} ({len(ds.classes)} classes); "
-                                "Resize 256, CenterCrop 224, ImageNet normalisation",
-                    batch_fn=batch_fn)
+    stats = []
+    for p, _ in chosen:
+        try:
+            st = os.stat(p)
+            stats.append(f"{os.path.relpath(p, root)}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            stats.append(f"{p}:missing")
+    part = "" if rows is None else f" rows {a}:{b}"
+    return InputSet(name=root.name, labels=[s[1] for s in chosen], label_names=classes,
+                    description=f"{len(samples)} of {total} images in {root} ({len(classes)} classes)"
+                                f"{part}; Resize 256, CenterCrop 224, ImageNet normalisation",
+                    batch_fn=batch_fn, fingerprint=_digest("folder", *stats, *(s[1] for s in chosen)))

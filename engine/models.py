@@ -16,7 +16,10 @@ equal the file names of the published data. torch is imported only inside the fu
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,13 +109,25 @@ def _load_factory(spec: str):
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found (from --model {spec!r})")
     mod_spec = importlib.util.spec_from_file_location(f"layertour_user_model_{path.stem}", path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise ValueError(f"model file {path}: not a Python source file (from --model {spec!r})")
     module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
+    try:
+        mod_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ValueError(f"model file {path}, line {exc.lineno}: syntax error: {exc.msg} "
+                         f"(from --model {spec!r})") from exc
+    except Exception as exc:  # the user's module failed while being imported: say where
+        raise ValueError(f"model file {path}: importing it raised {type(exc).__name__}: {exc} "
+                         f"(from --model {spec!r})") from exc
     fn = getattr(module, factory, None)
     if not callable(fn):
         names = sorted(n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_"))
         raise ValueError(f"model file {path}: no callable {factory!r} (callables: {', '.join(names)})")
-    return fn(), factory
+    try:
+        return fn(), factory
+    except Exception as exc:
+        raise ValueError(f"model file {path}: {factory}() raised {type(exc).__name__}: {exc}") from exc
 
 
 def _load_torchvision(name: str, weights: str):
@@ -141,17 +156,40 @@ def _load_state(model, path_s: str, drop_prefixes: tuple[str, ...] = ()) -> None
     path = Path(path_s)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found (give DEFAULT, none or a state-dict file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError,
+            AttributeError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--weights {path}: not a PyTorch weights file that can be loaded safely "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                         "give DEFAULT, none or a file written by torch.save(model.state_dict(), PATH)"
+                         ) from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"weights file {path}: expected a state dict, got {type(state).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"weights file {path}: expected a state dict (names -> tensors), got "
+                         f"{type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"weights file {path} does not fit the model: {exc}") from exc
+
+
+def state_digest(module) -> str:
+    """A short SHA-1 of ``module``'s state dict (names, dtypes, shapes, values; CPU copies): two
+    modules with the same digest compute the same activations."""
+    import torch
+
+    h = hashlib.sha1()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def module_names(model) -> list[str]:

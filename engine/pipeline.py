@@ -7,13 +7,17 @@ interrupted run keeps every finished layer), and dropped. When every layer of ev
 the layers are aligned into one canonical frame (:mod:`engine.align`), the similarity matrices are
 computed, and the bundle is committed atomically (:class:`engine.store.BundleWriter`).
 
+The run's types live in :mod:`engine.jobs` and the per-layer work in :mod:`engine.layerjob`, both
+shared with the Dask runner. The UMAP back end is checked before anything is recorded, and a
+``--resume`` whose parameters differ from the interrupted run's is refused with the differences.
+
 On CUDA the activations and embeddings stay on the device (torch -> CuPy by DLPack, cuML); the
 only device -> host copies are the finished (N, p) embeddings (N·p·4 bytes per layer) and the
 trustworthiness sample.
 
 With ``cluster=`` (:class:`engine.distributed.ClusterOptions`) the same work runs as Dask tasks
 (:mod:`engine.distributed`, imported only then); without it nothing of Dask is imported.
-``fit_sample`` (both paths) fits UMAP on a seeded sample and ``transform`` s the other rows.
+``fit_sample`` (both paths) fits UMAP on a seeded sample and transforms the other rows.
 """
 
 from __future__ import annotations
@@ -22,104 +26,39 @@ import logging
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from engine.device import Backend, resolve, to_host
+from engine.device import Backend, resolve
+from engine.jobs import LayerEmbedding, ModelJob, PrepareConfig
+from engine.layerjob import embed_layer
+from engine.versions import versions
+
+__all__ = ["LayerEmbedding", "ModelJob", "PrepareConfig", "embed_layer", "prepare", "prepare_from_args",
+           "run_params"]
 
 log = logging.getLogger("layertour")
 
 
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Parameters of a ``prepare`` run (all recorded in the bundle's provenance)."""
+def run_params(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, umap_backend: str) -> dict:
+    """What decides the content of the bundle a run writes (JSON): the content parameters of
+    ``config``, the resolved UMAP back end, the inputs (name, N, fingerprint) and every model
+    (source, weights, a digest of its state dict, its layers in order). A ``--resume`` must match."""
+    from engine.models import state_digest
 
-    dim: int = 15
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    init: str = "spectral"  # "spectral" (the study's) or "previous" (previous layer's aligned embedding)
-    seed: int = 42
-    umap_backend: str = "auto"
-    pooling: str = "avg"
-    max_dim: int = 51_200
-    max_width: int = 16
-    batch_size: int = 64
-    memory_budget_gib: float | None = None
-    device: str = "auto"
-    trust_sample: int = 5_000
-    fit_sample: int | None = None  # fit UMAP on this many seeded rows, transform the rest
-
-    def __post_init__(self):
-        if self.init not in ("spectral", "previous"):
-            raise ValueError(f"init={self.init!r}: expected 'spectral' or 'previous'")
-        if self.dim < 2:
-            raise ValueError(f"dim={self.dim}: the tour needs at least 2 dimensions")
-        if self.pooling not in ("avg", "max"):
-            raise ValueError(f"pooling={self.pooling!r}: expected 'avg' or 'max'")
-        if self.fit_sample is not None and self.fit_sample <= 2 * self.n_neighbors:
-            raise ValueError(f"fit_sample={self.fit_sample}: must exceed 2 * n_neighbors "
-                             f"= {2 * self.n_neighbors}")
-
-
-@dataclass
-class ModelJob:
-    """One model to record: a name for the bundle, the module (eval mode) and its layers in order."""
-
-    name: str
-    module: object  # torch.nn.Module (typed loosely so importing this module needs no torch)
-    layers: list  # list[engine.models.LayerSpec]
-    meta: dict = field(default_factory=dict)
-    recipe: object = None  # engine.distributed.ModelRecipe: how Dask workers rebuild the module
-
-
-@dataclass(frozen=True)
-class LayerEmbedding:
-    """One embedded layer: ``embedding`` (N, p) float32 host array, ``meta`` (JSON: trustworthiness,
-    back end, seconds, parameters), ``source_dim`` (D of the activations), ``seconds`` (UMAP fit)."""
-
-    embedding: np.ndarray
-    meta: dict
-    source_dim: int
-    seconds: float
-
-
-def _library_versions() -> dict[str, str]:
-    from engine.info import versions
-
-    return {k: v for k, v in versions().items() if v}
-
-
-def embed_layer(X, config: PrepareConfig, init, backend: Backend) -> LayerEmbedding:
-    """Embed one layer's activations X ((N, D) float32 in ``backend.xp``) and measure it.
-
-    init : "spectral" or an (N, p) array in ``backend.xp``. With ``config.fit_sample`` the fit runs
-    on a seeded sample and the rest is transformed (:func:`engine.distributed.embed_sampled`).
-    Only the finished (N, p) embedding and the trustworthiness sample are copied to the host.
-    """
-    from engine.embed import embed, trustworthiness
-
-    if config.fit_sample:
-        from engine.distributed import embed_sampled
-
-        return embed_sampled(X, config, None if isinstance(init, str) else init)
-    res = embed(X, n_components=config.dim, n_neighbors=config.n_neighbors, min_dist=config.min_dist,
-                init=init, seed=config.seed, backend=config.umap_backend)
-    t0 = time.perf_counter()
-    tw = trustworthiness(X, res.embedding, k=config.n_neighbors, n_sample=config.trust_sample,
-                         seed=config.seed)
-    meta = {"trustworthiness": round(float(tw), 6), "umap_backend": res.backend,
-            "knn_algorithm": res.knn_algorithm, "umap_seconds": round(res.seconds, 3),
-            "trustworthiness_seconds": round(time.perf_counter() - t0, 3), "umap_params": res.params}
-    return LayerEmbedding(to_host(res.embedding).astype(np.float32, copy=False), meta, int(X.shape[1]),
-                          res.seconds)
+    return {"config": config.content_params(), "umap_backend": umap_backend,
+            "inputs": {"name": inputs.name, "n": int(inputs.n), "fingerprint": inputs.fingerprint},
+            "models": {j.name: {"source": str(j.meta.get("source")), "weights": str(j.meta.get("weights")),
+                                "state": state_digest(j.module),
+                                "layers": [[s.id, s.name, s.kind] for s in j.layers]} for j in jobs}}
 
 
 def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend: Backend,
                    progress: bool, timings: dict) -> None:
     from engine.activations import record
-    from engine.align import procrustes
+    from engine.align import extend_chain
 
     done = {spec.id for spec in job.layers if writer.has_layer(job.name, spec.id)}
     if done:
@@ -130,10 +69,10 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
                     memory_budget=budget, skip=done, progress=progress)
     from tqdm.auto import tqdm
 
-    prev_aligned = None  # host (N, p) float64, only needed for init="previous"
+    prev_aligned, chain_end = None, None  # host (N, p) float64, only needed for init="previous"
     t_record = time.perf_counter()
     bar = tqdm(job.layers, desc=f"{job.name}: layers", unit="layer", disable=not progress)
-    for spec in bar:
+    for position, spec in enumerate(bar):
         bar.set_postfix_str(spec.id)
         if spec.id in done:
             emb = np.asarray(writer.read_layer(job.name, spec.id), dtype=np.float64)
@@ -146,9 +85,9 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
             init = "spectral"
             if config.init == "previous" and prev_aligned is not None:
                 init = backend.xp.asarray(prev_aligned, dtype=backend.xp.float32)
-            res = embed_layer(X, config, init, backend)
+            res = embed_layer(X, config, init)
             writer.write_layer(job.name, spec.id, res.embedding, name=spec.name, source_dim=res.source_dim,
-                               meta=res.meta)
+                               meta=res.meta, index=position)
             log.info("%s %s: D=%d -> %d in %.1fs (%s, %s), trustworthiness %.3f", job.name, spec.id,
                      res.source_dim, config.dim, res.seconds, res.meta["umap_backend"],
                      res.meta["knn_algorithm"], res.meta["trustworthiness"])
@@ -158,8 +97,8 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
             del X, res
             t_record = time.perf_counter()
         if config.init == "previous":
-            centred = emb - emb.mean(axis=0)
-            prev_aligned = centred if prev_aligned is None else centred @ procrustes(centred, prev_aligned)
+            al, chain_end = extend_chain(chain_end, emb, name=f"{job.name}/{spec.id}")
+            prev_aligned = al.apply(emb)
     # Drain the generator so its cleanup (hooks removed, memory freed) runs now.
     for _ in stream:
         raise RuntimeError("recorder yielded more layers than requested")
@@ -182,7 +121,7 @@ def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
     timings["align_s"] = round(time.perf_counter() - t0, 3)
 
 
-def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareConfig = PrepareConfig(), *,
+def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareConfig | None = None, *,
             resume: bool = False, overwrite: bool = False, progress: bool = True,
             extra_attributes: dict | None = None, provenance: dict | None = None, cluster=None) -> Path:
     """Record, embed, align and store every layer of ``jobs`` over the same ``inputs``.
@@ -190,25 +129,32 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     jobs : models to record; several models share the images (same order) for comparison.
     inputs : an :class:`engine.inputs.InputSet` (labels and thumbnails go into the bundle).
     out : bundle directory; built beside it in ``.<name>.partial`` and renamed into place.
-    resume : keep layers finished by an interrupted run with the same ``out``.
+    config : the run's parameters (default ``PrepareConfig()``).
+    resume : keep layers finished by an interrupted run with the same ``out``; refused (BundleError
+        listing the differences) when that run had other parameters, models, layers or inputs.
     extra_attributes : name -> dict(values=(N,), kind=..., categories=..., extent=...).
     cluster : :class:`engine.distributed.ClusterOptions` to run the work on Dask (every job then
         needs a ``recipe``); the bundle equals the single-process one with the same seeds.
     Returns the bundle path. Raises ``ValueError`` for mismatched inputs or duplicate model names.
     """
+    from engine.embed import choose_backend
     from engine.store import BundleWriter
 
+    config = config if config is not None else PrepareConfig()
     if not jobs:
         raise ValueError("prepare: no models given")
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"prepare: model names must be unique, got {names}")
     backend = resolve(config.device)
-    log.info("prepare: %d model(s), N=%d, back end %s (%s)", len(jobs), inputs.n, backend.name,
-             backend.device_name)
+    # Before any recording: a UMAP back end that cannot run here fails now, not after an hour.
+    umap_name, _cuml, umap_why = choose_backend(config.umap_backend, backend.is_cuda)
+    log.info("prepare: %d model(s), N=%d, back end %s (%s), UMAP %s (%s)", len(jobs), inputs.n, backend.name,
+             backend.device_name, umap_name, umap_why)
     t_start = time.perf_counter()
     timings: dict = {}
-    writer = BundleWriter(Path(out), n=inputs.n, dim=config.dim, resume=resume, overwrite=overwrite)
+    writer = BundleWriter(Path(out), n=inputs.n, dim=config.dim, resume=resume, overwrite=overwrite,
+                          params=run_params(jobs, inputs, config, umap_name))
     thumbnails, dist_info = None, None
     try:
         if cluster is not None:
@@ -242,7 +188,7 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
             "parameters": asdict(config),
             "backend": {"name": backend.name, "device": backend.device_name, "reason": backend.reason},
             "host": platform.node(), "python": platform.python_version(),
-            "versions": _library_versions(),
+            "versions": versions(),
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "distributed": dist_info,
             **(provenance or {}),
@@ -250,7 +196,8 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
         return writer.commit()
     except BaseException:
         # Keep the staging directory: finished layers survive for --resume. Nothing at `out` changed.
-        log.warning("prepare interrupted; finished layers are kept for --resume in %s", out)
+        writer.close()
+        log.warning("prepare interrupted; finished layers are kept for --resume in %s", writer.staging)
         raise
 
 
@@ -285,14 +232,16 @@ def prepare_from_args(args) -> Path:
         size, channels = (8, 1) if _all_custom(args.model) else (224, 3)
         inputs = digits_inputs(n=args.n, size=size, channels=channels)
     else:
-        inputs = image_folder_inputs(args.images, n=args.n)
+        skip = getattr(args, "skip_unreadable", False)
+        inputs = image_folder_inputs(args.images, n=args.n, skip_unreadable=skip, progress=skip)
     if cluster is not None:
         from dataclasses import replace
 
         from engine.distributed import InputRecipe
 
         recipe = (InputRecipe.digits(inputs.n, size=size, channels=channels) if args.digits
-                  else InputRecipe.images(args.images, inputs.n))
+                  else InputRecipe.images(args.images, inputs.n, getattr(args, "skip_unreadable", False),
+                                          chosen=args.n))
         cluster = replace(cluster, inputs=recipe)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
                    overwrite=getattr(args, "force", False), cluster=cluster)

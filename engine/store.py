@@ -10,12 +10,18 @@ Layout (see docs/architecture.md)::
     BUNDLE/images.npy                              uint8 (N, 32, 32, 3) thumbnails (optional)
     BUNDLE/similarity/<a>__<b>.npy                 float32 (La, Lb) layer-similarity matrix (optional)
 
-Reading: :func:`load_bundle` validates the manifest (types, keys, files, array shapes and dtypes)
-and memory-maps every array (host memory, read-only; nothing is copied until used). Writing:
-:class:`BundleWriter` builds the bundle in ``.<name>.partial/`` beside the target, records each
-finished layer (shape, CRC-32) in a progress file so a killed run can resume, and on ``commit()``
-renames the staging directory into place. Every failure raises :class:`BundleError` naming the
-file (or model and layer) and what is wrong. NumPy only: importing this module loads no GPU library.
+Reading: :func:`load_bundle` validates the manifest (types, keys, names and text, files, array
+headers, shapes and dtypes, finite and orthogonal alignments, finite attribute values and extents)
+and memory-maps every array (host memory, read-only; nothing is copied until used). Layer data are
+spot-checked for NaN/Inf at load, checked whole where they are used (:meth:`Layer.aligned`) and
+with ``verify=True``. Writing: :class:`BundleWriter` builds the bundle in ``.<name>.partial/``
+beside the target, records each finished layer (shape, CRC-32) and the run's parameters in a
+progress file so a killed run can resume (and a resume with other parameters is refused), and on
+``commit()`` puts it in place with :func:`engine.replace.install` (recoverable after a crash at any
+point) under an exclusive writer lock. Every failure raises :class:`BundleError` naming the file
+(or model and layer) and what is wrong. NumPy only: importing this module loads no GPU library.
+
+The study's own layout is read and written by :mod:`engine.studyformat`, which builds on this module.
 """
 
 from __future__ import annotations
@@ -25,16 +31,17 @@ import logging
 import os
 import re
 import shutil
-import tempfile
-import time
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from engine.device import to_host
+from engine.errors import UserError
+from engine.files import NotRegularFileError, open_regular, read_regular, write_atomic
+from engine.replace import DirLock, LockedError, install, needs_recovery, recover, staging_path
 
 log = logging.getLogger("layertour")
 
@@ -42,15 +49,56 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"
 KINDS = ("categorical", "continuous")
-_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}\Z")
+#: The smallest embedding dimension a bundle may have: the tour needs p > d, and d = 2 at least.
+MIN_DIM = 3
+#: Names of models, layers and attributes (also file names): letters, digits, ``_ . + -``.
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}\Z")
+#: Characters refused in display text: C0/C1 controls, line and paragraph separators,
+#: bidirectional overrides. Such text would break or disguise a label. Category names may hold
+#: line breaks and tabs (a quoted CSV field may span lines); names and labels may not.
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BAD_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+MAX_TEXT = 500
 _CHUNK_ROWS = 1 << 16
+_SPOT_ROWS = 4096  # rows of each layer checked for NaN/Inf at load: all below this, else blocks
+_SPOT_BLOCK = 128  # ... of this many consecutive rows, evenly spaced (few pages of a cold memmap)
+_MANIFEST_LIMIT = 256 * 2**20
+_ORTHO_TOL = 1e-6
 
 __all__ = ["Attribute", "Bundle", "BundleError", "BundleWriter", "Layer", "Model", "FORMAT_VERSION",
-           "load_bundle"]  # plus import_umap_tour / export_umap_tour, re-exported lazily (see the end)
+           "MIN_DIM", "NAME_RE", "is_valid_name", "is_valid_layer_id", "text_problem", "load_bundle",
+           "write_atomic"]
 
 
-class BundleError(Exception):
-    """Any problem with a bundle or with data on its way into one; the message names the file."""
+def is_valid_name(name) -> bool:
+    """True for a usable model, layer or attribute name (:data:`NAME_RE`)."""
+    return isinstance(name, str) and NAME_RE.match(name) is not None
+
+
+def is_valid_layer_id(lid) -> bool:
+    """A valid name that does not end in ``.rotation``/``.center`` (those are a layer's alignment files)."""
+    return is_valid_name(lid) and not lid.endswith((".rotation", ".center"))
+
+
+def text_problem(text, *, multiline: bool = False) -> str | None:
+    """Why ``text`` cannot be shown as a label (not a str, too long, control characters), or None.
+
+    multiline : allow line breaks and tabs (category names); the viewer draws them safely.
+    """
+    if not isinstance(text, str):
+        return f"must be a string, got {type(text).__name__}"
+    if len(text) > MAX_TEXT:
+        return f"is {len(text)} characters long (at most {MAX_TEXT})"
+    m = (_BAD_MULTILINE if multiline else _BAD_TEXT).search(text)
+    if m:
+        return f"contains the control character {m.group()!r} at position {m.start()}"
+    return None
+
+
+class BundleError(UserError):
+    """Any problem with a bundle or with data on its way into one; the message names the file.
+
+    A :class:`engine.errors.UserError`: ``layertour`` prints it on one line and exits with 2."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,14 +127,23 @@ class Layer:
         """The layer in the bundle's canonical frame: ``(embedding - center) @ rotation``.
 
         Returns an (N, p) float32 array of module ``xp`` (``numpy``, or ``cupy``: one host -> device
-        copy of the embedding). Without a stored alignment this is the embedding itself.
+        copy of the embedding). Without a stored alignment this is the embedding itself. Raises
+        :class:`BundleError` naming the file when the result holds NaN or Inf (a corrupt layer).
         """
         e = xp.asarray(self.embedding)
         if self.rotation is None:
-            return e.astype(xp.float32, copy=True)
-        c = xp.asarray(self.center if self.center is not None else np.zeros(e.shape[1]), dtype=xp.float64)
-        r = xp.asarray(self.rotation, dtype=xp.float64)
-        return ((e.astype(xp.float64) - c) @ r).astype(xp.float32)
+            out = e.astype(xp.float32, copy=True)
+        else:
+            c = xp.asarray(self.center if self.center is not None else np.zeros(e.shape[1]),
+                           dtype=xp.float64)
+            r = xp.asarray(self.rotation, dtype=xp.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = ((e.astype(xp.float64) - c) @ r).astype(xp.float32)
+        if not bool(xp.isfinite(out).all()):
+            where = getattr(self.embedding, "filename", None) or f"layer {self.model}/{self.id}"
+            raise BundleError(f"{where}: NaN or Inf values, or values too large for float32 once "
+                              f"aligned (layer {self.model}/{self.id})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -153,6 +210,13 @@ class _Check:
 
     def __init__(self, path: Path):
         self.path = path
+        self._root: Path | None = None
+
+    def resolved_root(self, root: Path) -> Path:
+        """``root.resolve()``, computed once per load."""
+        if self._root is None:
+            self._root = root.resolve()
+        return self._root
 
     def fail(self, msg: str):
         raise BundleError(f"{self.path}: {msg}")
@@ -172,8 +236,14 @@ class _Check:
         return v
 
     def name(self, v, where: str) -> str:
-        if not isinstance(v, str) or not _SAFE.match(v):
+        if not is_valid_name(v):
             self.fail(f"{where} {_short(v)} is not a valid name (letters, digits, _ . + -)")
+        return v
+
+    def text(self, v, where: str, multiline: bool = False) -> str:
+        why = text_problem(v, multiline=multiline)
+        if why is not None:
+            self.fail(f"{where} {_short(v)} {why}")
         return v
 
     def count(self, d: dict, key: str, where: str, optional: bool = False, minimum: int = 1):
@@ -192,22 +262,65 @@ def _short(v, limit: int = 60) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def open_npy(path) -> np.ndarray:
+    """Memory-map the ``.npy`` file ``path`` read-only, parsing its header ourselves.
+
+    Refuses (:class:`BundleError` naming the file) anything that is not a regular file, not a
+    version 1-3 ``.npy`` (a zip archive, a pickle, a damaged header), an object or Fortran-order
+    array, or a file whose size disagrees with its header. ``np.load`` would instead return an
+    ``NpzFile`` for a zip or raise assorted parser errors for a damaged header.
+    """
+    path = Path(path)
+    try:
+        with open_regular(path, "rb") as f:
+            try:
+                major, _minor = np.lib.format.read_magic(f)
+                if major == 1:
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif major in (2, 3):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unknown .npy version {major}")
+            except Exception as exc:  # every way a damaged header fails to parse
+                raise BundleError(f"{path}: not a readable .npy array (damaged header: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]})") from None
+            offset = f.tell()
+            size = f.seek(0, 2)
+    except NotRegularFileError as exc:
+        raise BundleError(f"{path}: not a readable .npy array ({exc.strerror})") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: not a readable .npy array ({exc.strerror or exc})") from None
+    if dtype.hasobject or fortran:
+        raise BundleError(f"{path}: not a readable .npy array (object or Fortran-order arrays are refused)")
+    if any(not isinstance(s, int) or s < 0 for s in shape):
+        raise BundleError(f"{path}: not a readable .npy array (bad shape {shape!r})")
+    want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != want:
+        raise BundleError(f"{path}: not a readable .npy array ({'truncated' if size < want else 'oversized'}"
+                          f": {size} bytes where its header {shape} {dtype} needs {want})")
+    if 0 in shape:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+
+
 def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype) -> np.ndarray:
     """Memory-map ``root/rel`` and check its shape and dtype (``None`` in ``shape`` = any size)."""
     if (not isinstance(rel, str) or not rel or "\x00" in rel or rel.startswith(("/", "\\"))
-            or ".." in Path(rel).parts):
+            or ".." in Path(rel).parts or "\\" in rel):
         check.fail(f"{where}: file {_short(rel)} must be a relative path inside the bundle")
     path = root / rel
     try:
         present = path.is_file()
-    except (OSError, ValueError):
-        present = False
+        parts = Path(rel).parts
+        linked = any((root.joinpath(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1))
+        inside = present and (not linked or check.resolved_root(root) in path.resolve().parents)
+    except (OSError, ValueError, RuntimeError):
+        present = inside = False
     if not present:
         raise BundleError(f"{path}: missing (listed in {check.path} at {where})")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise BundleError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not inside:
+        raise BundleError(f"{path}: a link that leads outside the bundle (listed in {check.path} at {where})")
+    arr = open_npy(path)
     if arr.dtype != np.dtype(dtype):
         raise BundleError(f"{path}: dtype {arr.dtype} where {np.dtype(dtype)} was expected ({where})")
     if len(arr.shape) != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
@@ -216,25 +329,89 @@ def _open_array(root: Path, rel, check: _Check, where: str, shape: tuple, dtype)
     return arr
 
 
+@lru_cache(maxsize=8)
+def _spot_rows(n: int) -> np.ndarray | None:
+    """The rows a load-time check reads: None (all) up to _SPOT_ROWS rows, else _SPOT_ROWS rows in
+    evenly spaced blocks of _SPOT_BLOCK consecutive rows, first and last rows included (a few
+    dozen pages of a cold memmap)."""
+    if n <= _SPOT_ROWS:
+        return None
+    starts = np.linspace(0, n - _SPOT_BLOCK, _SPOT_ROWS // _SPOT_BLOCK).astype(np.int64)
+    rows = (starts[:, None] + np.arange(_SPOT_BLOCK)[None, :]).ravel()
+    rows.setflags(write=False)
+    return rows
+
+
+def _first_bad_row(a: np.ndarray, rows=None) -> int | None:
+    """Index of the first row of (N, ...) ``a`` with a NaN or Inf among ``rows`` (sorted; default
+    all rows, read in chunks), or None."""
+    base = a.view(np.ndarray) if isinstance(a, np.memmap) else np.asarray(a)
+    parts = ([rows] if rows is not None
+             else [slice(s, s + _CHUNK_ROWS) for s in range(0, base.shape[0], _CHUNK_ROWS)])
+    for sel in parts:
+        chunk = base[sel]
+        bad = ~np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            return int(sel[k]) if rows is not None else sel.start + k
+    return None
+
+
 def load_bundle(path, *, verify: bool = False) -> Bundle:
     """Open the bundle directory ``path``; arrays are memory-mapped (host, read-only).
 
-    ``verify=True`` also reads every layer file and compares its CRC-32 with the manifest (a full
-    read of the bundle). Raises :class:`BundleError` naming the file for any inconsistency.
+    ``verify=True`` also reads every layer file whole: its CRC-32 must equal the manifest's and it
+    must hold no NaN or Inf (a full read of the bundle). Without it, rotations, centres and
+    attributes are checked whole and each layer on a sample of rows. An interrupted replacement
+    of this bundle (a crash inside ``BundleWriter.commit``) is repaired first (see
+    :mod:`engine.replace`). Raises :class:`BundleError` naming the file for any inconsistency.
     """
-    root = Path(path)
+    return _load(Path(path), verify, repair=True)
+
+
+def _load(root: Path, verify: bool, repair: bool) -> Bundle:
+    if repair:
+        recover_bundle(root)
     mpath = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle directory")
     if not mpath.is_file():
         raise BundleError(f"{mpath}: missing (is {root} a layertour bundle?)")
     try:
-        manifest = json.loads(mpath.read_bytes())
+        manifest = json.loads(read_regular(mpath, limit=_MANIFEST_LIMIT))
     except (ValueError, RecursionError) as exc:
         raise BundleError(f"{mpath}: corrupt manifest ({type(exc).__name__}: {str(exc)[:200]})") from exc
     except OSError as exc:
-        raise BundleError(f"{mpath}: unreadable ({exc})") from exc
+        raise BundleError(f"{mpath}: unreadable ({exc.strerror or exc})") from exc
     return _parse(root, manifest, _Check(mpath), verify)
+
+
+def recover_bundle(path) -> str | None:
+    """Repair what a crash inside :meth:`BundleWriter.commit` left at ``path`` (a missing bundle
+    whose old or new copy waits under a hidden name, or a left-over old copy); returns what was
+    done or None. Does nothing while another process holds the writer lock, or where the
+    directory is read-only."""
+    path = Path(path)
+    stray = path / PROGRESS
+    if not (needs_recovery(path, MANIFEST) or (stray.is_file() and (path / MANIFEST).is_file())):
+        return None
+    try:
+        with DirLock(path):
+            done = recover(path, MANIFEST)
+            if (path / MANIFEST).is_file():
+                (path / PROGRESS).unlink(missing_ok=True)
+                done = done or "cleaned"
+    except LockedError:
+        if not path.exists():
+            raise BundleError(f"{path}: being replaced by another layertour process right now; "
+                              "try again when it has finished") from None
+        return None
+    except OSError as exc:
+        log.debug("cannot repair %s (%s)", path, exc)
+        return None
+    if done:
+        log.warning("%s: repaired an interrupted replacement (%s)", path, done)
+    return done
 
 
 def _parse(root: Path, m, check: _Check, verify: bool) -> Bundle:
@@ -296,7 +473,7 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
         check.fail(f"{where} must be an object")
     lid = check.name(check.get(ld, "id", str, where), f"{where}.id")
     where = f"{where} ({model}/{lid})"
-    name = check.get(ld, "name", str, where, optional=True) or lid
+    name = check.text(check.get(ld, "name", str, where, optional=True) or lid, f"{where}.name")
     index = check.count(ld, "index", where, minimum=0)
     source_dim = check.count(ld, "source_dim", where, optional=True)
     emb = _open_array(root, check.get(ld, "file", str, where), check, where, (n, dim), np.float32)
@@ -304,6 +481,7 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
     if ld.get("rotation") is not None or ld.get("center") is not None:
         rot = _open_array(root, check.get(ld, "rotation", str, where), check, where, (dim, dim), np.float64)
         cen = _open_array(root, check.get(ld, "center", str, where), check, where, (dim,), np.float64)
+        _check_alignment(rot, cen, where)
     meta = check.get(ld, "meta", dict, where, optional=True) or {}
     if verify:
         want = check.get(ld, "checksum", str, where)
@@ -311,7 +489,21 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
         if got != want:
             raise BundleError(f"{emb.filename}: checksum {got} differs from the manifest's {want} "
                               f"(corrupt layer {model}/{lid})")
+    bad = _first_bad_row(emb, None if verify else _spot_rows(n))
+    if bad is not None:
+        raise BundleError(f"{emb.filename}: NaN or Inf values (first in row {bad}; layer {model}/{lid})")
     return Layer(lid, name, index, source_dim, emb, rot, cen, meta, model)
+
+
+def _check_alignment(rot: np.ndarray, cen: np.ndarray, where: str) -> None:
+    """A stored alignment must be finite, and the rotation orthogonal (RᵀR = I to 1e-6)."""
+    for a in (rot, cen):
+        if not np.isfinite(a).all():
+            raise BundleError(f"{a.filename}: NaN or Inf values ({where})")
+    r = np.asarray(rot)
+    err = float(np.abs(r.T @ r - np.eye(r.shape[0])).max())
+    if not err <= _ORTHO_TOL:
+        raise BundleError(f"{rot.filename}: not an orthogonal rotation (max |RᵀR - I| = {err:.3g}; {where})")
 
 
 def _parse_attribute(root, check: _Check, ad, where, n) -> Attribute:
@@ -327,15 +519,29 @@ def _parse_attribute(root, check: _Check, ad, where, n) -> Attribute:
         cats = check.get(ad, "categories", list, where)
         if not all(isinstance(c, str) for c in cats):
             check.fail(f"{where}.categories must be a list of strings")
+        for k, c in enumerate(cats):
+            check.text(c, f"{where}.categories[{k}]", multiline=True)
         values = _open_array(root, rel, check, where, (n,), np.int32)
         if n and (int(values.min()) < 0 or int(values.max()) >= len(cats)):
             raise BundleError(f"{root / rel}: codes outside 0..{len(cats) - 1} ({where})")
         return Attribute(name, kind, values, list(cats), None)
     ext = check.get(ad, "extent", list, where)
-    if len(ext) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ext):
-        check.fail(f"{where}.extent must be [lo, hi]")
+    if (len(ext) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ext)
+            or not _finite_pair(ext)):
+        check.fail(f"{where}.extent must be [lo, hi], two finite numbers with lo <= hi, got {_short(ext)}")
     values = _open_array(root, rel, check, where, (n,), np.float32)
+    bad = _first_bad_row(values)
+    if bad is not None:
+        raise BundleError(f"{root / rel}: NaN or Inf values (first at point {bad}; {where})")
     return Attribute(name, kind, values, None, (float(ext[0]), float(ext[1])))
+
+
+def _finite_pair(ext: list) -> bool:
+    try:
+        lo, hi = float(ext[0]), float(ext[1])
+    except OverflowError:  # an integer too large for a float
+        return False
+    return bool(np.isfinite(lo) and np.isfinite(hi) and lo <= hi)
 
 
 def _crc(a: np.ndarray) -> str:
@@ -349,40 +555,6 @@ def _crc(a: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # writing
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path, write) -> Path:
-    """Create or replace ``path`` atomically: ``write(tmp)`` fills a unique temporary file beside it,
-    which is fsynced and renamed over ``path``; on any failure the temporary file is removed and
-    ``path`` is untouched. The one atomic-write helper of the code base (bundles, CSV/PNG exports,
-    saved views, selections)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp_s = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_s)
-    try:
-        write(tmp)
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _write_json(path: Path, obj) -> None:
@@ -439,31 +611,51 @@ class BundleWriter:
     documented in the module docstring.
     """
 
-    def __init__(self, path, *, n: int, dim: int, resume: bool = False, overwrite: bool = False):
+    def __init__(self, path, *, n: int, dim: int, resume: bool = False, overwrite: bool = False,
+                 params: dict | None = None):
         self.path = Path(path)
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise BundleError(f"{self.path}: n must be a positive int, got {n!r}")
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
-            raise BundleError(f"{self.path}: dim must be a positive int, got {dim!r}")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < MIN_DIM:
+            raise BundleError(f"{self.path}: dim must be an int >= {MIN_DIM} (the tour shows p-dimensional "
+                              f"points in 2-D or 3-D views and needs p > d), got {dim!r}")
+        if params is not None:
+            _check_json(params, f"{self.path}: params")
         self.n, self.dim, self.overwrite = int(n), int(dim), overwrite
-        self._check_target()
-        self.staging = self.path.parent / f".{self.path.name}.partial"
+        self.params = params
+        self.staging = staging_path(self.path)
         self._closed = False
-        self._state = self._fresh_state()
-        if resume and (self.staging / PROGRESS).is_file():
-            self._resume()
-        else:
-            if self.staging.exists():
-                shutil.rmtree(self.staging)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.staging.mkdir()
-            self._save_progress()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = DirLock(self.path)
+        try:
+            self._lock.acquire()
+        except LockedError as exc:
+            raise BundleError(f"{self.path}: {exc.strerror}") from None
+        try:
+            done = recover(self.path, MANIFEST)
+            if done:
+                log.warning("%s: repaired an interrupted replacement (%s)", self.path, done)
+            if (self.path / MANIFEST).is_file():
+                (self.path / PROGRESS).unlink(missing_ok=True)
+            self._check_target()
+            self._state = self._fresh_state()
+            if resume and (self.staging / PROGRESS).is_file():
+                self._resume()
+            else:
+                if self.staging.exists() or self.staging.is_symlink():
+                    _remove_tree(self.staging)
+                self.staging.mkdir()
+                self._save_progress()
+            (self.staging / MANIFEST).unlink(missing_ok=True)  # only commit() marks staging complete
+        except BaseException:
+            self._lock.release()
+            raise
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _fresh_state(self) -> dict:
-        return {"n": self.n, "dim": self.dim, "models": {}, "attributes": {}, "default_attribute": None,
-                "images": None, "similarity": {}, "provenance": {}}
+        return {"n": self.n, "dim": self.dim, "params": self.params, "models": {}, "attributes": {},
+                "default_attribute": None, "images": None, "similarity": {}, "provenance": {}}
 
     def _check_target(self) -> None:
         if not (self.path.exists() or self.path.is_symlink()):
@@ -474,33 +666,56 @@ class BundleWriter:
             raise BundleError(f"{self.path}: exists and is not a layertour bundle; refusing to replace it")
 
     def _resume(self) -> None:
+        """Keep the finished layers of the interrupted run in the staging directory.
+
+        The progress file is data from disk: its layer records are used only when they name the
+        file this writer would have written (no path from it is trusted) and the file's shape and
+        CRC-32 match. Alignments, attributes, images and similarities are dropped (the caller
+        writes them again after the layers). A run with other parameters is refused.
+        """
         prog = self.staging / PROGRESS
         try:
-            state = json.loads(prog.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            state = json.loads(read_regular(prog, limit=_MANIFEST_LIMIT))
+        except (OSError, ValueError, RecursionError) as exc:
             raise BundleError(f"{prog}: unreadable progress file ({exc}); rerun without resume") from exc
         if not isinstance(state, dict) or state.get("n") != self.n or state.get("dim") != self.dim:
             old = state if isinstance(state, dict) else {}
             raise BundleError(f"{prog}: the interrupted run had n={old.get('n')}, dim={old.get('dim')}; "
                               f"this run has n={self.n}, dim={self.dim} (rerun without resume)")
-        self._state = {**self._fresh_state(), **state}
+        if self.params is not None and state.get("params") != self.params:
+            diff = param_differences(state.get("params"), self.params)
+            raise BundleError(f"{self.path}: cannot resume: the interrupted run had other parameters "
+                              f"({'; '.join(diff[:12])}{'; ...' if len(diff) > 12 else ''}); rerun without "
+                              "--resume to start again, or with the old parameters")
+        fresh = self._fresh_state()
+        models = state.get("models") if isinstance(state.get("models"), dict) else {}
         kept = 0
-        for mname, model in self._state["models"].items():
-            for lid in list(model["layers"]):
-                rec = model["layers"][lid]
-                ok = self._verify(self.staging / rec["file"], rec)
-                if not ok:
-                    log.warning("resume: dropping %s/%s (file missing or corrupt)", mname, lid)
-                    del model["layers"][lid]
-                else:
+        for mname, model in models.items():
+            if not is_valid_name(mname) or not isinstance(model, dict):
+                continue
+            meta = model.get("meta") if isinstance(model.get("meta"), dict) else {}
+            layers = model.get("layers") if isinstance(model.get("layers"), dict) else {}
+            fresh["models"][mname] = {"meta": meta, "layers": {}}
+            for lid, rec in layers.items():
+                if self._verify(mname, lid, rec):
+                    fresh["models"][mname]["layers"][lid] = {**rec, "rotation": None, "center": None}
                     kept += 1
+                else:
+                    log.warning("resume: dropping %s/%s (file missing or corrupt)", mname, lid)
+        self._state = fresh
         log.info("resume: kept %d finished layers in %s", kept, self.staging)
         self._save_progress()
 
-    def _verify(self, path: Path, rec: dict) -> bool:
+    def _verify(self, model: str, lid: str, rec) -> bool:
+        if not (is_valid_layer_id(lid) and isinstance(rec, dict)
+                and rec.get("file") == _layer_file(model, lid)
+                and isinstance(rec.get("index"), int) and not isinstance(rec.get("index"), bool)
+                and rec["index"] >= 0 and text_problem(rec.get("name")) is None
+                and isinstance(rec.get("meta", {}), dict)):
+            return False
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError):
+            arr = open_npy(self.staging / rec["file"])
+        except BundleError:
             return False
         return (list(arr.shape) == rec.get("shape") and arr.dtype == np.float32
                 and _crc(arr) == rec.get("checksum"))
@@ -510,7 +725,7 @@ class BundleWriter:
 
     def _open(self) -> None:
         if self._closed:
-            raise BundleError(f"{self.path}: this BundleWriter was already committed or aborted")
+            raise BundleError(f"{self.path}: this BundleWriter was already committed or aborted (or closed)")
 
     def _model(self, model: str) -> dict:
         if model not in self._state["models"]:
@@ -522,7 +737,7 @@ class BundleWriter:
     def add_model(self, name: str, meta: dict | None = None) -> None:
         """Add model ``name`` (kept, with its finished layers, when resuming); ``meta`` is JSON."""
         self._open()
-        if not isinstance(name, str) or not _SAFE.match(name):
+        if not is_valid_name(name):
             raise BundleError(f"{self.path}: model name {name!r} is not valid (letters, digits, _ . + -)")
         _check_json(meta or {}, f"{self.path}: meta of model {name!r}")
         models = self._state["models"]
@@ -544,10 +759,15 @@ class BundleWriter:
         """
         self._open()
         m = self._model(model)
-        if not isinstance(layer_id, str) or not _SAFE.match(layer_id) or layer_id.endswith((".rotation",
-                                                                                            ".center")):
+        if not is_valid_layer_id(layer_id):
             raise BundleError(f"{self.path}: layer id {layer_id!r} of model {model!r} is not valid "
                               "(letters, digits, _ . + -; not ending in .rotation/.center)")
+        why = text_problem(name or layer_id)
+        if why is not None:
+            raise BundleError(f"{model}/{layer_id}: layer name {_short(name)} {why}")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, (int, np.integer))
+                                  or index < 0):
+            raise BundleError(f"{model}/{layer_id}: index must be an int >= 0, got {index!r}")
         emb = embedding if isinstance(embedding, np.ndarray) else to_host(embedding)
         if emb.shape != (self.n, self.dim):
             raise BundleError(f"{model}/{layer_id}: embedding shape {tuple(emb.shape)} where "
@@ -557,7 +777,7 @@ class BundleWriter:
         if emb.dtype != np.dtype("<f4"):
             emb = emb.astype("<f4")
         _check_json(meta or {}, f"{model}/{layer_id}: meta")
-        rel = f"models/{model}/{layer_id}.npy"
+        rel = _layer_file(model, layer_id)
         crc = _save_npy(self.staging / rel, emb, finite_label=f"model {model}, layer {layer_id}")
         old = m["layers"].get(layer_id)
         if index is None:
@@ -577,7 +797,7 @@ class BundleWriter:
         rec = self._model(model)["layers"].get(layer_id)
         if rec is None:
             raise BundleError(f"{self.path}: model {model!r} has no finished layer {layer_id!r}")
-        return np.load(self.staging / rec["file"], mmap_mode="r")
+        return open_npy(self.staging / rec["file"])
 
     def set_alignment(self, model: str, layer_id: str, rotation, center) -> None:
         """Store a layer's canonical alignment: rotation (dim, dim), center (dim,), kept as float64."""
@@ -590,6 +810,10 @@ class BundleWriter:
         if r.shape != (self.dim, self.dim) or c.shape != (self.dim,):
             raise BundleError(f"{model}/{layer_id}: alignment shapes {r.shape}, {c.shape} where "
                               f"({self.dim}, {self.dim}) and ({self.dim},) were expected")
+        err = float(np.abs(r.T @ r - np.eye(self.dim)).max()) if np.isfinite(r).all() else np.inf
+        if not err <= _ORTHO_TOL:
+            raise BundleError(f"{model}/{layer_id}: the rotation is not orthogonal or not finite "
+                              f"(max |RᵀR - I| = {err:.3g})")
         for part, a in (("rotation", r), ("center", c)):
             rel = f"models/{model}/{layer_id}.{part}.npy"
             _save_npy(self.staging / rel, a, finite_label=f"model {model}, layer {layer_id}, {part}")
@@ -602,7 +826,7 @@ class BundleWriter:
         int32) or finite floats (continuous, stored float32; ``extent`` defaults to (min, max))."""
         self._open()
         where = f"{self.path}: attribute {name!r}"
-        if not isinstance(name, str) or not _SAFE.match(name):
+        if not is_valid_name(name):
             raise BundleError(f"{where}: not a valid name (letters, digits, _ . + -)")
         if kind not in KINDS:
             raise BundleError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
@@ -612,6 +836,10 @@ class BundleWriter:
         if kind == "categorical":
             if categories is None or not all(isinstance(c, str) for c in categories):
                 raise BundleError(f"{where}: categorical attributes need categories (a list of str)")
+            for k, c in enumerate(categories):
+                why = text_problem(c, multiline=True)
+                if why is not None:
+                    raise BundleError(f"{where}: category {k} ({_short(c)}) {why}")
             if extent is not None:
                 raise BundleError(f"{where}: extent is for continuous attributes only")
             if not np.issubdtype(v.dtype, np.integer):
@@ -626,8 +854,8 @@ class BundleWriter:
             if not np.isfinite(arr).all():
                 raise BundleError(f"{where}: NaN or Inf values")
             ext = [float(arr.min()), float(arr.max())] if extent is None else [float(e) for e in extent]
-            if len(ext) != 2 or not all(np.isfinite(ext)):
-                raise BundleError(f"{where}: extent must be two finite numbers")
+            if len(ext) != 2 or not all(np.isfinite(ext)) or not ext[0] <= ext[1]:
+                raise BundleError(f"{where}: extent must be two finite numbers lo <= hi, got {ext}")
             cats = None
         rel = f"attributes/{name}.npy"
         (self.staging / "attributes").mkdir(exist_ok=True)
@@ -682,7 +910,8 @@ class BundleWriter:
                 "provenance": st["provenance"]}
 
     def commit(self) -> Path:
-        """Write manifest.json, check the bundle, and rename it into place; returns the path."""
+        """Write manifest.json, check the bundle, and put it in place (:func:`engine.replace.install`:
+        a crash at any point is repaired by the next writer or ``load_bundle``); returns the path."""
         self._open()
         man = self.manifest()
         for m in man["models"]:
@@ -694,25 +923,65 @@ class BundleWriter:
         if not man["models"]:
             raise BundleError(f"{self.path}: nothing to commit (no models)")
         _write_json(self.staging / MANIFEST, man)
-        load_bundle(self.staging)  # the bundle must read back before it replaces anything
-        (self.staging / PROGRESS).unlink()
-        _fsync_path(self.staging)
+        try:
+            _load(self.staging, verify=True, repair=False)  # it must read back before it replaces anything
+        except BundleError:
+            (self.staging / MANIFEST).unlink(missing_ok=True)
+            raise
         self._check_target()
-        old = None
-        if self.path.exists():
-            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(self.path, old)
-        os.replace(self.staging, self.path)
-        _fsync_path(self.path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self._closed = True
+        install(self.staging, self.path)
+        (self.path / PROGRESS).unlink(missing_ok=True)
+        self._finish()
         return self.path
 
     def abort(self) -> None:
-        """Discard the staging directory (finished layers included)."""
+        """Discard the staging directory (finished layers included) and release the lock."""
+        if not self._closed:
+            _remove_tree(self.staging)
+        self._finish()
+
+    def close(self) -> None:
+        """Release the lock, keeping the staging directory (finished layers) for a later resume."""
+        self._finish()
+
+    def _finish(self) -> None:
         self._closed = True
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self._lock.release()
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _layer_file(model: str, layer_id: str) -> str:
+    return f"models/{model}/{layer_id}.npy"
+
+
+def _remove_tree(p: Path) -> None:
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+    elif p.exists():
+        shutil.rmtree(p)
+
+
+def param_differences(old, new, prefix: str = "") -> list[str]:
+    """What differs between two JSON values, as ``"key: old -> new"`` lines (nested keys dotted)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(old) + [k for k in new if k not in old]:
+            key = f"{prefix}{k}"
+            if k not in new:
+                out.append(f"{key}: {_short(old[k], 40)} -> (absent)")
+            elif k not in old:
+                out.append(f"{key}: (absent) -> {_short(new[k], 40)}")
+            else:
+                out += param_differences(old[k], new[k], f"{key}.")
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.') or 'parameters'}: {_short(old, 40)} -> {_short(new, 40)}"]
+    return []
 
 
 def _check_json(obj, where: str) -> None:
@@ -728,27 +997,3 @@ def _merge(dst: dict, src: dict) -> None:
             _merge(dst[k], v)
         else:
             dst[k] = v
-
-
-def library_versions() -> dict[str, Any]:
-    """Versions of the libraries that shape a bundle's content (from package metadata)."""
-    from importlib import metadata
-
-    out = {}
-    for dist in ("layertour", "numpy", "torch", "umap-learn", "cuml-cu13", "cuml-cu12", "cupy-cuda13x",
-                 "cupy-cuda12x"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def __getattr__(name: str):
-    """Re-export ``import_umap_tour`` / ``export_umap_tour`` from :mod:`engine.studyformat` lazily
-    (that module builds on this one, so an eager import here would be circular)."""
-    if name in ("import_umap_tour", "export_umap_tour"):
-        from engine import studyformat
-
-        return getattr(studyformat, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

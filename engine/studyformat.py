@@ -33,7 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from engine.align import align_models
-from engine.store import _SAFE, BundleError, BundleWriter, library_versions, load_bundle
+from engine.files import NotRegularFileError, open_regular, read_regular
+from engine.store import (
+    BundleError,
+    BundleWriter,
+    is_valid_layer_id,
+    is_valid_name,
+    load_bundle,
+    text_problem,
+)
+from engine.versions import versions
 
 log = logging.getLogger("layertour")
 
@@ -42,6 +51,9 @@ _KNOWN_KINDS = {"label": "categorical", "label_coarse": "categorical", "confiden
                 "error": "continuous"}
 
 __all__ = ["import_umap_tour", "export_umap_tour", "LABEL_FILES"]
+
+_JSON_LIMIT = 64 * 2**20
+_LABEL_FILE = re.compile(r"^labels[A-Za-z0-9_.+-]{0,190}\.bin\Z")
 
 
 @dataclass(frozen=True)
@@ -76,14 +88,28 @@ class _Study:
 
 
 def _read_json(path: Path, what: str):
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise BundleError(f"{path}: missing ({what})")
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(read_regular(path, limit=_JSON_LIMIT))
     except (ValueError, RecursionError) as exc:
         raise BundleError(f"{path}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
     except OSError as exc:
-        raise BundleError(f"{path}: unreadable ({exc})") from exc
+        raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+
+
+def _open_text(path: Path):
+    """A regular file opened for CSV reading; BundleError naming it otherwise (a FIFO never blocks)."""
+    try:
+        return open_regular(path, "r", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+
+
+def _text(value, path, what: str, multiline: bool = False) -> None:
+    why = text_problem(value, multiline=multiline)
+    if why is not None:
+        raise BundleError(f"{path}: {what} {value!r:.60} {why}")
 
 
 def _read_schema(d: Path) -> tuple[dict, list[dict], int, int]:
@@ -96,7 +122,7 @@ def _read_schema(d: Path) -> tuple[dict, list[dict], int, int]:
     for i, e in enumerate(layers):
         shape = e.get("shape") if isinstance(e, dict) else None
         lid = e.get("id") if isinstance(e, dict) else None
-        if not isinstance(lid, str) or not _SAFE.match(lid) or lid.endswith((".rotation", ".center")):
+        if not is_valid_layer_id(lid):
             raise BundleError(f"{path}: layers[{i}].id {lid!r} is missing or not a usable file name")
         if (not isinstance(shape, list) or len(shape) != 2
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
@@ -148,7 +174,8 @@ def _find_meta(d: Path, name: str, dim: int) -> Path | None:
 def _map_bin(path: Path, n: int, dim: int) -> np.memmap:
     """Memory-map a layer file as (n, dim) little-endian float32 after checking its size."""
     if not path.is_file():
-        raise BundleError(f"{path}: layer file missing (listed in schema.json)")
+        what = "not a regular file" if path.exists() else "layer file missing"
+        raise BundleError(f"{path}: {what} (listed in schema.json)")
     size, want = path.stat().st_size, n * dim * 4
     if size != want:
         kind = "truncated" if size < want else "oversized"
@@ -159,16 +186,20 @@ def _map_bin(path: Path, n: int, dim: int) -> np.memmap:
 
 
 def _read_codes(path: Path, n: int) -> np.ndarray:
-    size = path.stat().st_size
-    if size != 2 * n:
-        raise BundleError(f"{path}: {size} bytes where {n} uint16 labels ({2 * n} bytes) were expected")
-    return np.fromfile(path, dtype="<u2").astype(np.int64)
+    try:
+        raw = read_regular(path, limit=2 * n)
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable, or more than {n} uint16 labels ({exc.strerror or exc})"
+                          ) from exc
+    if len(raw) != 2 * n:
+        raise BundleError(f"{path}: {len(raw)} bytes where {n} uint16 labels ({2 * n} bytes) were expected")
+    return np.frombuffer(raw, dtype="<u2").astype(np.int64)
 
 
 def _read_csv(path: Path, n: int) -> tuple[list[str], dict[str, list[str]]]:
     """Columns (without the leading index column) and their raw string values, streamed by row."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with _open_text(path) as f:
             reader = csv.reader(f, strict=True)
             header = next(reader, None)
             if not header:
@@ -180,19 +211,19 @@ def _read_csv(path: Path, n: int) -> tuple[list[str], dict[str, list[str]]]:
             data: dict[str, list[str]] = {c: [] for c in cols}
             lists = list(data.values())
             k0 = 1 if indexed else 0
-            for row in reader:
+            for i, row in enumerate(reader):  # i counts records: a quoted field may span lines
                 line = reader.line_num
                 if len(row) != len(header):
                     raise BundleError(f"{path}: line {line} has {len(row)} fields where the header has "
                                       f"{len(header)}")
-                if indexed and row[0] != str(line - 2):
-                    raise BundleError(f"{path}: line {line} has index {row[0]!r} where {line - 2} was "
+                if indexed and row[0] != str(i):
+                    raise BundleError(f"{path}: line {line} has index {row[0]!r} where {i} was "
                                       "expected (rows must be in image order)")
                 for lst, v in zip(lists, row[k0:]):
                     lst.append(v)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise BundleError(f"{path}: unreadable CSV ({type(exc).__name__}: {exc})") from exc
-    except OSError as exc:
+    except (OSError, NotRegularFileError) as exc:
         raise BundleError(f"{path}: unreadable ({exc})") from exc
     rows = len(lists[0]) if lists else 0
     if rows != n:
@@ -230,6 +261,8 @@ def _categorical(name, codes, names, cats, code_src, name_src) -> _Column:
             i = int(bad[0])
             raise BundleError(f"{name_src} and {code_src}: {name} disagree at row {i} ({names[i]!r} in the "
                               f"CSV, code {int(codes[i])} = {expect[i]!r}); {bad.size} rows differ")
+    for c in cats:
+        _text(c, srcs[0] if srcs else name, f"a category of {name},", multiline=True)
     return _Column(name, "categorical", codes, list(cats), None, srcs)
 
 
@@ -249,6 +282,24 @@ def _continuous(name, raw, path, extent) -> _Column:
     return _Column(name, "continuous", vals, None, extent, (path,))
 
 
+def _extent(ext, meta_path, col):
+    """A meta file's ``extent`` of column ``col``: None, or two finite numbers lo <= hi."""
+    if ext is None:
+        return None
+    ok = (isinstance(ext, list) and len(ext) == 2
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ext))
+    if ok:
+        try:
+            lo, hi = float(ext[0]), float(ext[1])
+            ok = bool(np.isfinite(lo) and np.isfinite(hi) and lo <= hi)
+        except OverflowError:
+            ok = False
+    if not ok:
+        raise BundleError(f"{meta_path}: attributes.{col}.extent must be [lo, hi] with finite lo <= hi, "
+                          f"got {ext!r:.60}")
+    return [lo, hi]
+
+
 def _read_study(d: Path, name: str) -> _Study:
     if not d.is_dir():
         raise BundleError(f"{d}: not a directory (a study model directory with schema.json is expected)")
@@ -262,8 +313,11 @@ def _read_study(d: Path, name: str) -> _Study:
         if not isinstance(meta, dict) or not isinstance(meta.get("attributes", {}), dict):
             raise BundleError(f"{meta_path}: expected an object with an 'attributes' object")
         shape = meta.get("data_shape")
-        if shape is not None and list(shape) != [n, dim]:
-            raise BundleError(f"{meta_path}: data_shape {shape} disagrees with {d / 'schema.json'} "
+        if shape is not None and shape != [n, dim]:
+            why = ("disagrees with" if isinstance(shape, list) and len(shape) == 2
+                   and all(isinstance(x, int) and not isinstance(x, bool) for x in shape)
+                   else "must be [N, p] (two integers) like")
+            raise BundleError(f"{meta_path}: data_shape {shape!r:.60} {why} {d / 'schema.json'} "
                               f"([{n}, {dim}])")
     mattrs = (meta or {}).get("attributes", {})
 
@@ -290,7 +344,7 @@ def _read_study(d: Path, name: str) -> _Study:
     label_files = {}
     for f in sorted(d.glob("labels*.bin")):
         attr = LABEL_FILES.get(f.name) or "label_" + re.sub(r"[^A-Za-z0-9]", "_", f.stem[len("labels-"):])
-        if not _SAFE.match(attr):
+        if not is_valid_name(attr):
             continue
         codes[attr] = (_read_codes(f, n), f)
         label_files[f.name] = attr
@@ -298,12 +352,12 @@ def _read_study(d: Path, name: str) -> _Study:
     cols, raw = _read_csv(csv_path, n) if csv_path.exists() else ([], {})
     columns: dict[str, _Column] = {}
     for col in cols:
-        if not _SAFE.match(col):
-            raise BundleError(f"{csv_path}: column name {col!r} is not usable as an attribute name")
+        if not is_valid_name(col):
+            raise BundleError(f"{csv_path}: column name {col!r:.60} is not usable as an attribute name")
         if kind(col, raw[col]) == "continuous" and col not in codes:
             spec = mattrs.get(col)
             ext = spec.get("extent") if isinstance(spec, dict) else None
-            columns[col] = _continuous(col, raw[col], csv_path, ext)
+            columns[col] = _continuous(col, raw[col], csv_path, _extent(ext, meta_path, col))
         else:
             c, src = codes.get(col, (None, None))
             columns[col] = _categorical(col, c, raw[col], order(col), src, csv_path)
@@ -369,7 +423,7 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
     if len(names) != len(dirs):
         raise BundleError(f"import: {len(names)} --name values for {len(dirs)} directories")
     for nm in names:
-        if not _SAFE.match(nm):
+        if not is_valid_name(nm):
             raise BundleError(f"import: model name {nm!r} is not valid (letters, digits, _ . + -)")
     if len(set(names)) != len(names):
         raise BundleError(f"import: model names must be distinct, got {names} (use --name)")
@@ -405,8 +459,12 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
                 except BundleError as exc:
                     raise BundleError(f"{path}: {exc}") from None
         t_align = time.perf_counter()
-        aligned = align_models({s.name: [writer.read_layer(s.name, e["id"]) for e in s.layers]
-                                for s in studies})
+        try:
+            aligned = align_models({s.name: [writer.read_layer(s.name, e["id"]) for e in s.layers]
+                                    for s in studies})
+        except ValueError as exc:  # a constant layer, or values so large the products overflow
+            raise BundleError(f"{', '.join(str(s.path) for s in studies)}: cannot align the layers "
+                              f"({exc})") from None
         for s in studies:
             for e, a in zip(s.layers, aligned.alignments[s.name]):
                 writer.set_alignment(s.name, e["id"], a.rotation, a.center)
@@ -425,7 +483,7 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
         writer.update_provenance({
             "source": {"format": "umap-tour", "dirs": {s.name: str(s.path.resolve()) for s in studies},
                        "meta_files": {s.name: str(s.meta_path) if s.meta_path else None for s in studies}},
-            "library_versions": library_versions(),
+            "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "alignment": {"method": "Procrustes chain per model; models joined at their first layer",
                           "consecutive_similarity": {k: [round(float(x), 6) for x in v]
@@ -443,13 +501,36 @@ def import_umap_tour(dirs, out, names=None, overwrite: bool = False) -> Path:
 
 
 def _export_plan(bundle, model) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """(label file -> attribute, [(csv column, attribute)]) for one model of ``bundle``."""
-    ut = model.meta.get("umap_tour") if isinstance(model.meta.get("umap_tour"), dict) else None
+    """(label file -> attribute, [(csv column, attribute)]) for one model of ``bundle``.
+
+    Label file names come from the bundle's model meta: each must be a plain ``labels*.bin`` file
+    name (no directory part), else BundleError before anything is written.
+    """
+    label_files, csv_cols = _plan(bundle, model)
+    for f in label_files:
+        if not (isinstance(f, str) and _LABEL_FILE.match(f)):
+            raise BundleError(f"{bundle.path}: model {model.name!r} names the label file {f!r:.80} in its "
+                              "meta (umap_tour.label_files); export writes only plain labels*.bin names "
+                              "inside the model directory")
+    for c, _ in csv_cols:
+        _text(c, bundle.path, f"model {model.name!r}: CSV column name")
+    return label_files, csv_cols
+
+
+def _dict(v) -> dict:
+    """``v`` when it is a dict, else {} (model meta is data from disk: any JSON may be there)."""
+    return v if isinstance(v, dict) else {}
+
+
+def _plan(bundle, model) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    ut = _dict(model.meta.get("umap_tour")) or None
     attrs = bundle.attributes
     if ut and isinstance(ut.get("columns"), dict):
-        cols = ut["columns"]
-        label_files = {f: cols.get(a, a) for f, a in (ut.get("label_files") or {}).items()}
-        csv_cols = [(c, cols[c]) for c in ut.get("csv_columns") or [] if cols.get(c) in attrs]
+        cols = {k: v for k, v in ut["columns"].items() if isinstance(v, str)}
+        label_files = {f: cols.get(a, a) for f, a in _dict(ut.get("label_files")).items()
+                       if isinstance(a, str)}
+        csv_list = ut.get("csv_columns") if isinstance(ut.get("csv_columns"), list) else []
+        csv_cols = [(c, cols[c]) for c in csv_list if isinstance(c, str) and cols.get(c) in attrs]
         label_files = {f: a for f, a in label_files.items() if a in attrs}
         return label_files, csv_cols
     others = {m for m in bundle.models if m != model.name}
@@ -480,21 +561,21 @@ def _write_csv(path: Path, bundle, csv_cols) -> None:
 
 
 def _meta_json(bundle, model, csv_cols, label_files) -> dict:
-    ut = model.meta.get("umap_tour") if isinstance(model.meta.get("umap_tour"), dict) else {}
-    kept_attrs = ut.get("meta_attributes") or {}
+    ut = _dict(model.meta.get("umap_tour"))
+    kept_attrs = _dict(ut.get("meta_attributes"))
     attrs = {}
     for col, a in [*csv_cols, *((LABEL_FILES.get(f, a), a) for f, a in label_files.items())]:
         if col in attrs:
             continue
         at = bundle.attributes[a]
-        spec = dict(kept_attrs.get(col) or {})
+        spec = dict(_dict(kept_attrs.get(col)))
         spec["type"] = at.kind
         if at.kind == "categorical":
             spec["order"] = at.categories
         else:
             spec.setdefault("extent", list(at.extent))
         attrs[col] = spec
-    meta = {"data_shape": [bundle.n, bundle.dim], **(ut.get("meta") or {})}
+    meta = {"data_shape": [bundle.n, bundle.dim], **_dict(ut.get("meta"))}
     meta["attributes"] = attrs
     return meta
 
@@ -526,14 +607,14 @@ def export_umap_tour(bundle_path, out_dir, models=None) -> list[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
         try:
-            ut = model.meta.get("umap_tour") if isinstance(model.meta.get("umap_tour"), dict) else {}
-            schema = dict(ut.get("schema") or {})
+            ut = _dict(model.meta.get("umap_tour"))
+            schema = dict(_dict(ut.get("schema")))
             if "labels" not in schema and bundle.default_attribute in label_files.values():
                 f = next(f for f, a in label_files.items() if a == bundle.default_attribute)
                 schema["labels"] = {"id": f[: -len(".bin")], "shape": bundle.n}
             schema["layers"] = []
             for lay in model.layers:
-                extra = lay.meta.get("umap_tour") if isinstance(lay.meta.get("umap_tour"), dict) else {}
+                extra = _dict(lay.meta.get("umap_tour"))
                 schema["layers"].append({"id": lay.id, "shape": [bundle.n, bundle.dim], **extra})
                 np.asarray(lay.embedding, dtype="<f4").tofile(stage / f"{lay.id}.bin")
             (stage / "schema.json").write_text(json.dumps(schema, indent=2), encoding="utf-8")

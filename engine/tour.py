@@ -4,11 +4,11 @@ Everything here is float64 NumPy on the host; matrices are p x d with p <= 64 or
 A *frame* F is a (p, d) matrix with orthonormal columns; the picture of data X (N, p) is X @ F.
 Only the frame (or one geodesic segment's parameters) crosses to the device, in ``kernels``.
 
-- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics (from :mod:`engine.handles`).
+- ``orthonormalize``, ``random_frame``, ``is_orthonormal``: frame basics (from :mod:`engine.frames`).
 - ``geodesic(Fa, Fz) -> Geodesic``: Buja et al.'s geodesic interpolation between two planes (as
   the R package tourr does it), with principal angles from atan2 instead of acos.
 - ``GrandTour``: the running tour (geodesic or torus method), pausable, scrubbable, serialisable.
-- ``drag_handle``, ``drag_axis`` (from :mod:`engine.handles`): direct manipulation.
+- ``drag_handle``, ``drag_axis`` (from :mod:`engine.frames`): direct manipulation.
 - ``view_path(Fa, Fz)``, ``smoothstep``: animated "go to saved view" that ends exactly on Fz.
 """
 
@@ -19,20 +19,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.handles import (  # frame basics live there so that module stands alone
-    _completion,
-    _dims,
-    _frame_arg,
-    _qr_frame,
+from engine.frames import (  # frame basics live there so that module stands alone
+    check_dims,
+    check_frame,
+    complete_basis,
     drag_axis,
     drag_handle,
     is_orthonormal,
+    orthonormal_columns,
     orthonormalize,
     random_frame,
 )
 
 __all__ = [
-    "ANGLE_EPS", "HISTORY_LIMIT", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
+    "ANGLE_EPS", "HISTORY_LIMIT", "MAX_SPEED", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
     "geodesic", "is_orthonormal", "orthonormalize", "random_frame", "smoothstep", "view_path",
 ]
 
@@ -40,6 +40,8 @@ ANGLE_EPS = 1e-6        # principal angles below this are treated as 0 (tourr's 
 _VIEW_EPS = 1e-13       # view_path keeps every resolvable angle so that it ends exactly on Fz
 MIN_SEGMENT = 1e-3      # a random target closer than this (radians) is redrawn, up to 10 times
 HISTORY_LIMIT = 128     # finished path pieces kept for rewind()
+MAX_SPEED = 100.0       # radians per second: far beyond watchable; bounds the work of one step()
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,8 +172,8 @@ def geodesic(Fa, Fz) -> Geodesic:
     (that direction is shared and does not move). frame(0) == Fa to rounding; frame(1) spans Fz's
     plane but keeps Fa's in-plane orientation (it is generally not Fz itself: see ``view_path``).
     """
-    A = _qr_frame(_frame_arg(Fa, "Fa", "geodesic"), "Fa", "geodesic")
-    Z = _qr_frame(_frame_arg(Fz, "Fz", "geodesic", shape=A.shape), "Fz", "geodesic")
+    A = orthonormal_columns(check_frame(Fa, "Fa", "geodesic"), "Fa", "geodesic")
+    Z = orthonormal_columns(check_frame(Fz, "Fz", "geodesic", shape=A.shape), "Fz", "geodesic")
     return _make(*_principal(A, Z, ANGLE_EPS))
 
 
@@ -220,8 +222,8 @@ def view_path(Fa, Fz) -> Geodesic:
     (all tau = 0) the flip turns through the first direction orthogonal to the plane. This needs
     p > d: with p == d a reflected Fz is unreachable and ValueError is raised.
     """
-    A = _qr_frame(_frame_arg(Fa, "Fa", "view_path"), "Fa", "view_path")
-    Z = _qr_frame(_frame_arg(Fz, "Fz", "view_path", shape=A.shape), "Fz", "view_path")
+    A = orthonormal_columns(check_frame(Fa, "Fa", "view_path"), "Fa", "view_path")
+    Z = orthonormal_columns(check_frame(Fz, "Fz", "view_path", shape=A.shape), "Fz", "view_path")
     p, d = A.shape
     Ga, H, Va, tau, s = _principal(A, Z, _VIEW_EPS)
 
@@ -354,7 +356,7 @@ class GrandTour:
     """
 
     def __init__(self, p: int, d: int = 2, seed=None, speed: float = 0.25, method: str = "geodesic"):
-        self.p, self.d = _dims(p, d, "GrandTour", strict=True)
+        self.p, self.d = check_dims(p, d, "GrandTour", strict=True)
         if method not in ("geodesic", "torus"):
             raise ValueError(f"GrandTour: method must be 'geodesic' or 'torus', got {method!r}")
         self.method = method
@@ -376,7 +378,7 @@ class GrandTour:
     def _start_piece(self, F: np.ndarray) -> None:
         """New piece from orthonormal F: a geodesic to a fresh random target, or a torus at base F."""
         if self._torus is not None:
-            self._path = _TorusPath(_completion(F), self._torus, self.d)
+            self._path = _TorusPath(complete_basis(F), self._torus, self.d)
         else:
             for _ in range(10):
                 self._path = _GeoPath(F, random_frame(self.p, self.d, self._rng))
@@ -403,8 +405,9 @@ class GrandTour:
     @speed.setter
     def speed(self, value: float) -> None:
         v = float(value)
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"GrandTour: speed must be a finite number >= 0 (radians/s), got {value!r}")
+        if not np.isfinite(v) or not 0 <= v <= MAX_SPEED:
+            raise ValueError(f"GrandTour: speed must be a number in [0, {MAX_SPEED:g}] (radians/s), "
+                             f"got {value!r}")
         self._speed = v
 
     @property
@@ -438,15 +441,15 @@ class GrandTour:
         while self._pos + adv >= path.length:
             adv -= path.length - self._pos
             self._history.append((path, self._begin, path.length))
-            self._start_piece(_qr_frame(path.frame_at(path.length), "frame", "GrandTour.step"))
+            self._start_piece(orthonormal_columns(path.frame_at(path.length), "frame", "GrandTour.step"))
             path = self._path
         self._pos += adv
         return self._update()
 
     def set_frame(self, F) -> None:
         """Jump to frame F ((p, d), orthonormalised); the tour continues from there."""
-        F = _frame_arg(F, "F", "GrandTour.set_frame", shape=(self.p, self.d))
-        F = _qr_frame(F, "F", "GrandTour.set_frame")
+        F = check_frame(F, "F", "GrandTour.set_frame", shape=(self.p, self.d))
+        F = orthonormal_columns(F, "F", "GrandTour.set_frame")
         if self._pos > self._begin:
             self._history.append((self._path, self._begin, self._pos))
         self._start_piece(F)
@@ -485,39 +488,62 @@ class GrandTour:
 
     @classmethod
     def from_state(cls, state: dict) -> GrandTour:
-        """Rebuild a tour from ``state()`` output; stepping it gives the same frames bit for bit."""
+        """Rebuild a tour from ``state()`` output; stepping it gives the same frames bit for bit.
+
+        The state is data from a file: every number must be finite and in range (speed in
+        [0, MAX_SPEED], 0 <= begin <= end <= the piece's length, finite rates, at most
+        HISTORY_LIMIT pieces, a known bit generator), else ValueError naming the field.
+        """
+        fn = "GrandTour.from_state"
         if not isinstance(state, dict) or state.get("format") != "layertour-tour":
-            raise ValueError("GrandTour.from_state: state is not a layertour-tour dict")
+            raise ValueError(f"{fn}: state is not a layertour-tour dict")
         try:
             tour = cls.__new__(cls)
-            tour.p, tour.d = _dims(state["p"], state["d"], "GrandTour.from_state", strict=True)
+            tour.p, tour.d = check_dims(state["p"], state["d"], fn, strict=True)
+            if tour.p > 4096:
+                raise ValueError(f"{fn}: p={tour.p} is larger than any bundle's dimension")
             tour.method = state["method"]
             tour.speed = state["speed"]
             tour._playing = bool(state["playing"])
             rs = state["rng"]
+            if not isinstance(rs, dict) or rs.get("bit_generator") not in _BIT_GENERATORS:
+                raise ValueError(f"{fn}: rng.bit_generator must be one of {', '.join(_BIT_GENERATORS)}")
             tour._rng = np.random.Generator(getattr(np.random, rs["bit_generator"])())
             tour._rng.bit_generator.state = rs
             tour._history = deque(maxlen=HISTORY_LIMIT)
             tour._torus = None
             if tour.method == "torus":
-                tour._set_rates(np.asarray(state["rates"], dtype=np.float64))
+                rates = np.asarray(state["rates"], dtype=np.float64)
+                if rates.shape != (tour.p * (tour.p - 1) // 2,) or not np.isfinite(rates).all():
+                    raise ValueError(f"{fn}: rates must be p(p-1)/2 = {tour.p * (tour.p - 1) // 2} finite "
+                                     f"numbers, got shape {rates.shape}")
+                tour._set_rates(rates)
             elif tour.method != "geodesic":
                 raise ValueError(f"unknown method {tour.method!r}")
             shape = (tour.p, tour.d)
 
-            def path_of(js):
+            def path_of(js, where):
                 if tour._torus is not None:
-                    base = _frame_arg(js["base"], "base", "GrandTour.from_state", shape=(tour.p, tour.p))
-                    return _TorusPath(base, tour._torus, tour.d)
-                return _GeoPath(_frame_arg(js["start"], "start", "GrandTour.from_state", shape=shape),
-                                _frame_arg(js["target"], "target", "GrandTour.from_state", shape=shape))
+                    base = check_frame(js["base"], f"{where}.base", fn, shape=(tour.p, tour.p))
+                    path = _TorusPath(base, tour._torus, tour.d)
+                else:
+                    path = _GeoPath(check_frame(js["start"], f"{where}.start", fn, shape=shape),
+                                    check_frame(js["target"], f"{where}.target", fn, shape=shape))
+                begin, end = float(js["begin"]), float(js["end"])
+                length = path.length if np.isfinite(path.length) else np.inf
+                if not (np.isfinite(begin) and np.isfinite(end) and 0.0 <= begin <= end <= length * (1 + 1e-9)
+                        and end < 1e12):
+                    raise ValueError(f"{fn}: {where}: begin={begin!r}, end={end!r} must satisfy "
+                                     f"0 <= begin <= end <= the piece's length")
+                return path, begin, end
 
-            for js in state["history"]:
-                tour._history.append((path_of(js), float(js["begin"]), float(js["end"])))
-            cur = state["current"]
-            tour._path = path_of(cur)
-            tour._begin, tour._pos = float(cur["begin"]), float(cur["end"])
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"GrandTour.from_state: malformed state ({type(exc).__name__}: {exc})") from exc
+            history = state["history"]
+            if not isinstance(history, list) or len(history) > HISTORY_LIMIT:
+                raise ValueError(f"{fn}: history must be a list of at most {HISTORY_LIMIT} pieces")
+            for k, js in enumerate(history):
+                tour._history.append(path_of(js, f"history[{k}]"))
+            tour._path, tour._begin, tour._pos = path_of(state["current"], "current")
+        except (KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+            raise ValueError(f"{fn}: malformed state ({type(exc).__name__}: {exc})") from exc
         tour._update()
         return tour

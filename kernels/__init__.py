@@ -27,6 +27,7 @@ from . import _loader, twins
 
 __all__ = [
     "available",
+    "cuda_status",
     "brush_lasso",
     "brush_rect",
     "centroid",
@@ -42,7 +43,12 @@ MAX_POLYGON_VERTICES = _loader.BRUSH_MAX_VERTICES
 @cache
 def available() -> bool:
     """True when CuPy imports and sees a CUDA device (so CuPy inputs can run the kernels)."""
-    return _loader.cupy_status()[0]
+    return _loader.cuda_status()[0]
+
+
+def cuda_status() -> tuple[bool, str]:
+    """``(True, device name)`` or ``(False, reason)``: the one CUDA probe (see ``_loader``)."""
+    return _loader.cuda_status()
 
 
 def compile_all() -> dict[str, tuple[str, ...]]:

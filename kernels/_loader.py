@@ -62,8 +62,11 @@ def _source_and_hash(name: str) -> tuple[str, str]:
     return code, hashlib.sha256(code.encode()).hexdigest()
 
 
-def cupy_status() -> tuple[bool, str]:
-    """(usable, reason): CuPy imports and sees at least one working CUDA device."""
+@cache
+def cuda_status() -> tuple[bool, str]:
+    """The one CUDA probe of the code base (engine, kernels, tests, benchmarks), memoised:
+    ``(True, device name)`` when CuPy imports, sees a CUDA device and a tiny allocation on it
+    works (which catches driver/runtime mismatches), else ``(False, reason)``."""
     try:
         import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install raising at import
@@ -71,9 +74,12 @@ def cupy_status() -> tuple[bool, str]:
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return False, "CuPy found no CUDA device"
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        cupy.arange(4).sum().item()
+        return True, name
     except Exception as exc:
-        return False, f"no usable CUDA device ({type(exc).__name__}: {exc})"
-    return True, "ok"
+        return False, f"CUDA device unusable ({type(exc).__name__}: {exc})"
 
 
 def module(name: str):
@@ -104,7 +110,7 @@ def compile_all() -> dict[str, tuple[str, ...]]:
     Returns {source: kernel names}. Raises RuntimeError when CuPy or a CUDA device is missing, and
     CuPy's CompileException (with the NVRTC log) when a source does not compile.
     """
-    ok, reason = cupy_status()
+    ok, reason = cuda_status()
     if not ok:
         raise RuntimeError(f"cannot compile the CUDA kernels: {reason}")
     for name, kernels in KERNELS.items():

@@ -62,4 +62,4 @@ def write_study(root: Path, name: str, rng: np.random.Generator, *, n: int = 40,
 def leftovers(root: Path) -> list[str]:
     """Staging directories, temp files or half-written bundles under ``root`` (recursively)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.name.endswith((".partial", ".tmp")) or ".old-" in p.name)
+                  if p.name.endswith((".partial", ".tmp", ".old", ".lock")) or ".old-" in p.name)

@@ -20,18 +20,11 @@ STUDY_DIR = Path(os.environ.get("LAYERTOUR_STUDY_DATA", REPO.parent / "shared" /
 REQUIRE_GPU = os.environ.get("LAYERTOUR_REQUIRE_GPU", "") not in ("", "0")
 
 
-@functools.cache
 def gpu_status() -> tuple[bool, str]:
-    """(available, reason) for a working CUDA device through CuPy."""
-    try:
-        import cupy
+    """(available, device name or reason): the project's one CUDA probe, ``kernels.cuda_status``."""
+    from kernels import cuda_status
 
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return False, "no CUDA device"
-        cupy.arange(3).sum().item()
-        return True, "ok"
-    except Exception as exc:  # ImportError or CUDA runtime errors
-        return False, f"no usable CUDA device via CuPy ({type(exc).__name__}: {exc})"
+    return cuda_status()
 
 
 @functools.cache

@@ -15,6 +15,7 @@ import pytest
 from scipy.linalg import expm, orthogonal_procrustes
 
 import engine.align as align
+import engine.export as export
 from engine.align import (
     Alignment,
     canonical_alignment,
@@ -373,13 +374,13 @@ def test_movement_errors(rng):
 
 
 def test_viridis_ramp():
-    rgb = align.viridis(np.linspace(0, 1, 101))
+    rgb = export.viridis(np.linspace(0, 1, 101))
     assert rgb.dtype == np.uint8 and rgb.shape == (101, 3)
     np.testing.assert_array_equal(rgb[0], [68, 1, 84])
     np.testing.assert_array_equal(rgb[-1], [253, 231, 37])
     luma = rgb.astype(float) @ [0.2126, 0.7152, 0.0722]
     assert np.all(np.diff(luma) > 0)
-    np.testing.assert_array_equal(align.viridis([-3.0, np.nan, 7.0]), rgb[[0, 0, 100]])
+    np.testing.assert_array_equal(export.viridis([-3.0, np.nan, 7.0]), rgb[[0, 0, 100]])
 
 
 def _bundle(tmp_path, rng, store_matrix=False):
@@ -407,7 +408,7 @@ def _read_csv(path):
 
 def test_export_similarity_csv_round_trip(tmp_path, rng):
     path, layers = _bundle(tmp_path, rng)
-    out = align.export_similarity(path, "alpha", "beta", tmp_path / "out" / "S.csv", device="cpu")
+    out = export.export_similarity(path, "alpha", "beta", tmp_path / "out" / "S.csv", device="cpu")
     header, row_ids, S = _read_csv(out)
     assert header[1:] == ["0-Layerbeta", "1-Layerbeta", "2-Layerbeta"]
     assert row_ids == ["0-Layeralpha", "1-Layeralpha", "2-Layeralpha"]
@@ -423,33 +424,35 @@ def test_export_similarity_uses_stored_matrix_and_transposes(tmp_path, rng):
     from engine.store import load_bundle
 
     stored = np.asarray(load_bundle(path).similarity("alpha", "beta"), dtype=np.float64)
-    _, _, S = _read_csv(align.export_similarity(path, "alpha", "beta", tmp_path / "S.csv"))
+    _, _, S = _read_csv(export.export_similarity(path, "alpha", "beta", tmp_path / "S.csv"))
     np.testing.assert_array_equal(S, stored)
-    _, _, St = _read_csv(align.export_similarity(path, "beta", "alpha", tmp_path / "St.csv"))
+    _, _, St = _read_csv(export.export_similarity(path, "beta", "alpha", tmp_path / "St.csv"))
     np.testing.assert_array_equal(St, stored.T)
 
 
 def test_export_similarity_png_heat_map(tmp_path, rng):
     Image = pytest.importorskip("PIL.Image")
     path, layers = _bundle(tmp_path, rng)
-    out = align.export_similarity(path, "beta", "alpha", tmp_path / "S.png", device="cpu", cell_px=9)
+    out = export.export_similarity(path, "beta", "alpha", tmp_path / "S.png", device="cpu", cell_px=9)
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (3 * 9, 3 * 9, 3)
     S = similarity_matrix(layers["beta"], layers["alpha"])
     for i in range(3):
         for j in range(3):
             cell = img[i * 9 : (i + 1) * 9, j * 9 : (j + 1) * 9]
-            assert np.all(cell == align.viridis(S[i, j]))
+            assert np.all(cell == export.viridis(S[i, j]))
 
 
 def test_export_similarity_errors(tmp_path, rng):
     path, _ = _bundle(tmp_path, rng)
-    with pytest.raises(ValueError, match="its models are: alpha, beta"):
-        align.export_similarity(path, "alpha", "gamma", tmp_path / "S.csv")
+    from engine.store import BundleError
+
+    with pytest.raises(BundleError, match="its models are: alpha, beta"):
+        export.export_similarity(path, "alpha", "gamma", tmp_path / "S.csv")
     with pytest.raises(ValueError, match="use .csv or .png"):
-        align.export_similarity(path, "alpha", "beta", tmp_path / "S.txt")
+        export.export_similarity(path, "alpha", "beta", tmp_path / "S.txt")
     with pytest.raises(ValueError, match="at least 8 pixels"):
-        align.export_similarity(path, "alpha", "beta", tmp_path / "S.png", cell_px=4)
+        export.export_similarity(path, "alpha", "beta", tmp_path / "S.png", cell_px=4)
     assert not (tmp_path / "S.csv").exists()
 
 

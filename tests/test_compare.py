@@ -373,7 +373,7 @@ def test_study_data_compare_renders_headless(study_data, tmp_path):
     import imageio.v3 as iio
 
     from engine.cli import main
-    from engine.store import import_umap_tour
+    from engine.studyformat import import_umap_tour
 
     bundle = import_umap_tour([study_data / "googlenet", study_data / "resnet50"], tmp_path / "study.lt")
     out = tmp_path / "x.png"

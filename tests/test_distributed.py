@@ -25,6 +25,7 @@ pytest.importorskip("umap")
 pytest.importorskip("distributed")
 
 import engine
+from engine.align import procrustes as align_procrustes
 from engine.cli import main as cli_main
 from engine.distributed import (
     ClusterOptions,
@@ -32,11 +33,10 @@ from engine.distributed import (
     ModelRecipe,
     cached_model,
     model_builds,
-    pair_stats,
     record_shard,
-    sampled_plan,
     shard_ranges,
 )
+from engine.layerjob import sampled_plan
 from engine.pipeline import PrepareConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,7 +207,14 @@ def test_record_shards_concatenate_to_the_single_process_record(rng):
 
 
 def test_pair_stats_chained_equal_canonical_alignment(rng):
-    from engine.align import canonical_alignment, consecutive_similarity
+    """The Dask runner's alignment (pair_stats tasks chained on the client) is align's own chain."""
+    from engine.align import (
+        canonical_alignment,
+        chain,
+        chain_similarities,
+        consecutive_similarity,
+        pair_stats,
+    )
 
     n, p = int(rng.integers(50, 400)), int(rng.integers(2, 16))
     base = rng.standard_normal((n, p))
@@ -218,14 +225,20 @@ def test_pair_stats_chained_equal_canonical_alignment(rng):
                        + 0.3 * rng.standard_normal((n, p))).astype(np.float32))
         base = base + 0.5 * rng.standard_normal((n, p))
     ref = canonical_alignment(layers)
+    stats = [pair_stats(layers[0], layers[0])] + [pair_stats(layers[i], layers[i - 1])
+                                                   for i in range(1, len(layers))]
+    got = chain(stats)
+    # The chain composes R_k = Q_k R_(k-1) with Q_k the plain Procrustes of centred layer k onto k-1.
     R = np.eye(p)
-    stats = [pair_stats(layers[i], layers[i - 1]) for i in range(1, len(layers))]
-    for k, s in enumerate(stats, start=1):
-        R = s["Q"] @ R
-        np.testing.assert_allclose(R, ref[k].rotation, atol=1e-9)
-        np.testing.assert_allclose(s["center"], ref[k].center, atol=1e-9)
-        assert s["residual"] == pytest.approx(ref[k].residual, abs=1e-9)
-    np.testing.assert_allclose([s["similarity"] for s in stats], consecutive_similarity(layers), atol=1e-9)
+    for k in range(1, len(layers)):
+        c = [layers[j].astype(np.float64) - layers[j].astype(np.float64).mean(0) for j in (k, k - 1)]
+        R = np.asarray(align_procrustes(c[0], c[1])) @ R
+        np.testing.assert_allclose(got[k].rotation, R, atol=1e-9)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a.rotation, b.rotation, atol=1e-9)
+        np.testing.assert_allclose(a.center, b.center, atol=1e-9)
+        assert a.residual == pytest.approx(b.residual, abs=1e-9)
+    np.testing.assert_allclose(chain_similarities(got), consecutive_similarity(layers), atol=1e-9)
 
 
 def test_sample_plan_is_seeded_and_disjoint(rng):
@@ -249,7 +262,7 @@ def test_sample_fit_on_digits_reports_trustworthiness():
     from sklearn.datasets import load_digits
     from sklearn.manifold import trustworthiness as sk_trust
 
-    from engine.distributed import embed_sampled
+    from engine.layerjob import embed_sampled
 
     X = (load_digits().data / 16.0).astype(np.float32)
     config = PrepareConfig(fit_sample=600, device="cpu", trust_sample=800)

@@ -116,7 +116,8 @@ def test_nearest_under_a_sheared_rotated_map(rng):
 
 def test_search_on_the_study_labels(tmp_path, study_data):
     """Real ImageNet labels: five retriever breeds, 50 validation images each."""
-    from engine.store import import_umap_tour, load_bundle
+    from engine.store import load_bundle
+    from engine.studyformat import import_umap_tour
 
     b = load_bundle(import_umap_tour([study_data / "googlenet"], tmp_path / "g.lt"))
     res = search(b, "retriever")

@@ -252,11 +252,13 @@ def test_resume_false_starts_clean_and_mismatch_is_refused(tmp_path, rng):
     w = BundleWriter(target, n=N, dim=P)
     w.add_model("m")
     w.write_layer("m", "L0", rng.standard_normal((N, P)))
+    w.close()  # the run stops (its lock goes with it)
     w2 = BundleWriter(target, n=N, dim=P)  # resume=False
     assert not w2.has_layer("m", "L0")
     assert list(w2.staging.iterdir()) == [w2.staging / ".progress.json"]
     w2.add_model("m")
     w2.write_layer("m", "L0", rng.standard_normal((N, P)))
+    w2.close()
     with pytest.raises(BundleError, match=r"n=48, dim=15; this run has n=49"):
         BundleWriter(target, n=N + 1, dim=P, resume=True)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from _studyfiles import COARSE, FINE, LAYER_IDS, leftovers, study_labels, write_study
 
-from engine.store import BundleError, export_umap_tour, import_umap_tour, load_bundle
+from engine.store import BundleError, load_bundle
+from engine.studyformat import export_umap_tour, import_umap_tour
 
 
 def _two_models(tmp_path, rng, n=40):

@@ -317,7 +317,8 @@ def test_study_data_brush_handle_and_layers(tmp_path, study_data, rng):
     import vispy
 
     vispy.use("glfw")
-    from engine.store import import_umap_tour, load_bundle
+    from engine.store import load_bundle
+    from engine.studyformat import import_umap_tour
     from viewer.canvas import TourCanvas
     from viewer.controllers import install
 

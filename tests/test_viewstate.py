@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from _v2_helpers import random_frame
 
+from engine.tour import GrandTour
 from viewer import viewstate
 from viewer.handles import HandleSet
 
@@ -20,7 +21,8 @@ def _state(rng, n=100, p=6, d=2):
     return {
         "format": viewstate.FORMAT, "version": viewstate.VERSION, "bundle": "b.lt", "n": n, "p": p,
         "model": "net", "layer": 2, "frame": random_frame(rng, p, d).tolist(),
-        "tour": {"speed": float(rng.uniform(0.1, 2)), "playing": True},
+        "tour": json.loads(json.dumps(GrandTour(p, d, seed=int(rng.integers(1 << 30)),
+                                                speed=float(rng.uniform(0.1, 2))).state())),
         "view": {"zoom": float(rng.uniform(0.5, 3)), "pan": rng.normal(size=2).tolist(), "color": "label"},
         "handles": [h.to_dict() for h in hs.handles],
         "selection": sorted(rng.choice(n, size=13, replace=False).tolist()),

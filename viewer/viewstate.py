@@ -27,6 +27,9 @@ from viewer.selection import write_atomic
 
 FORMAT = "layertour-view"
 VERSION = 1
+MAX_BYTES = 64 * 2**20   # a saved view of 1M selected points is ~8 MB; anything far larger is not one
+ZOOM_LIMITS = (1e-6, 1e6)  # finite, positive; the canvas clips further to its own range
+PAN_LIMIT = 1e9          # |center| in data units
 
 
 class ViewStateError(ValueError):
@@ -63,17 +66,27 @@ def save(path, state: dict) -> Path:
 
 
 def load(path) -> dict:
-    """Read and validate a saved view; raises :class:`ViewStateError` naming the file and field."""
+    """Read and validate a saved view; raises :class:`ViewStateError` naming the file and field.
+
+    Only a regular file is read (a FIFO or device is refused at once, never waited on), at most
+    :data:`MAX_BYTES`; JSON nested too deeply to parse is refused like any other bad JSON.
+    """
+    from engine.files import read_regular
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular(path, limit=MAX_BYTES)
     except OSError as exc:
         raise ViewStateError(f"cannot read saved view {path}: {exc.strerror or exc}") from exc
     try:
-        state = json.loads(text)
+        state = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ViewStateError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise ViewStateError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                              f"{exc.msg})") from exc
+    except RecursionError:
+        raise ViewStateError(f"{path} is not a saved view (JSON nested too deeply)") from None
     validate(state, source=str(path))
     return state
 
@@ -109,6 +122,9 @@ def validate(state, source: str = "view state") -> None:
             fail(key, f"must be an object, got {type(state.get(key)).__name__}")
     if not isinstance(state.get("model"), str):
         fail("model", f"must be a model name, got {state.get('model')!r}")
+    _validate_text(state["model"], "model", fail)
+    _validate_view(state["view"], fail)
+    _validate_tour(state["tour"], p, frame.shape[1], fail)
     handles = state.get("handles")
     if not isinstance(handles, list):
         fail("handles", "must be a list")
@@ -123,12 +139,86 @@ def validate(state, source: str = "view state") -> None:
             fail("selection", f"has indices outside [0, {n})")
 
 
+def _validate_text(text, field, fail):
+    """Text that is drawn (names, labels) must be a short string without control characters."""
+    from engine.store import text_problem
+
+    why = text_problem(text)
+    if why is not None:
+        fail(field, why)
+
+
+def _number(v) -> float | None:
+    """``v`` as a finite float, or None (bools, strings, NaN, Inf, huge ints are not numbers here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _validate_view(view: dict, fail):
+    """The canvas's own keys (see ``TourCanvas.view_params``): numbers finite and in range, text
+    drawable. Unknown keys are left to the canvas (it ignores them)."""
+    from engine.tour import MAX_SPEED
+
+    if "zoom" in view:
+        z = _number(view["zoom"])
+        if z is None or not ZOOM_LIMITS[0] <= z <= ZOOM_LIMITS[1]:
+            fail("view.zoom", f"must be a finite number in [{ZOOM_LIMITS[0]:g}, {ZOOM_LIMITS[1]:g}], "
+                              f"got {view['zoom']!r}")
+    if "center" in view:
+        c = view["center"]
+        if not (isinstance(c, list) and len(c) == 2
+                and all(_number(x) is not None and abs(x) <= PAN_LIMIT for x in c)):
+            fail("view.center", f"must be 2 finite numbers of magnitude <= {PAN_LIMIT:g}, got {c!r:.80}")
+    if "speed" in view:
+        v = _number(view["speed"])
+        if v is None or not 0 <= v <= MAX_SPEED:
+            fail("view.speed", f"must be a number in [0, {MAX_SPEED:g}] radians/s, got {view['speed']!r}")
+    if "dims" in view and view["dims"] not in (2, 3):
+        fail("view.dims", f"must be 2 or 3, got {view['dims']!r}")
+    for key in ("layer",):
+        if key in view and (not isinstance(view[key], int) or isinstance(view[key], bool) or view[key] < 0):
+            fail(f"view.{key}", f"must be a non-negative integer, got {view[key]!r}")
+    for key in ("model", "layer_id", "color", "render_path"):
+        if key in view and view[key] is not None:
+            _validate_text(view[key], f"view.{key}", fail)
+    if "image_mode" in view and not isinstance(view["image_mode"], bool):
+        fail("view.image_mode", f"must be true or false, got {view['image_mode']!r}")
+    lf = view.get("legend_filter")
+    if lf is not None:
+        if not isinstance(lf, list) or len(lf) > 100_000:
+            fail("view.legend_filter", "must be null or a list")
+        for k, x in enumerate(lf):
+            if isinstance(x, str):
+                _validate_text(x, f"view.legend_filter[{k}]", fail)
+            elif isinstance(x, bool) or not isinstance(x, int):
+                fail(f"view.legend_filter[{k}]", f"must be a category (string or integer), got {x!r}")
+
+
+def _validate_tour(tour: dict, p: int, d: int, fail):
+    """The tour state must rebuild (``GrandTour.from_state`` checks its numbers) for this p and d."""
+    from engine.tour import GrandTour
+
+    try:
+        t = GrandTour.from_state(tour)
+    except ValueError as exc:
+        fail("tour", f"cannot be restored ({exc})")
+    if (t.p, t.d) != (p, d):
+        fail("tour", f"is for p={t.p}, d={t.d} but the frame is {p} x {d}")
+
+
 def _validate_handle(h, k, n, p, fail):
     field = f"handles[{k}]"
     if not isinstance(h, dict) or not isinstance(h.get("label"), str):
         fail(field, "must be an object with a string 'label'")
+    _validate_text(h["label"], f"{field}.label", fail)
     color = h.get("color")
-    if not (isinstance(color, list) and len(color) == 4 and all(isinstance(c, (int, float)) for c in color)):
+    if not (isinstance(color, list) and len(color) == 4
+            and all(_number(c) is not None and 0.0 <= c <= 1.0 for c in color)):
         fail(f"{field}.color", "must be 4 numbers (RGBA in [0, 1])")
     if h.get("kind") == "axis":
         a = h.get("axis")

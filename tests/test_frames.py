@@ -1,4 +1,4 @@
-"""engine.handles (re-exported by engine.tour): data handles and axis handles land exactly, frames
+"""engine.frames (re-exported by engine.tour): data handles and axis handles land exactly, frames
 stay orthonormal, the rotation is the smallest single-plane one, and the axis mode matches an
 explicit row-by-row Gram-Schmidt written here independently."""
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.linalg import expm, null_space
 
-from engine import handles, tour
+from engine import frames, tour
 
 DIMS = [(p, d) for p in (3, 4, 7, 15, 40, 64) for d in (2, 3) if p > d]
 
@@ -27,8 +27,8 @@ def inside_target(c_norm, d, rng, fraction=None):
 
 
 def test_reexported_from_tour():
-    for name in handles.__all__:
-        assert getattr(tour, name) is getattr(handles, name)
+    for name in frames.__all__:
+        assert getattr(tour, name) is getattr(frames, name)
 
 
 # ------------------------------------------------------------------------------------ data handle

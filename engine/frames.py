@@ -6,18 +6,28 @@ the picture of data X (N, p) is X @ frame, so the projection of a p-vector ``poi
 ``point @ frame`` (a d-vector) and the projection of the basis vector e_i is row i of the frame.
 
 The drags return a new orthonormal (p, d) float64 frame and leave their inputs untouched; the tour
-continues from it through ``GrandTour.set_frame``. Everything public here is re-exported by
-:mod:`engine.tour`. This module imports nothing from the rest of the engine.
+continues from it through ``GrandTour.set_frame``. The frame operations are re-exported by
+:mod:`engine.tour`; the argument checks (``check_frame``, ``check_dims``) and the QR helpers
+(``orthonormal_columns``, ``complete_basis``) are public so that the tour and the projection
+pursuit share them. This module imports nothing from the rest of the engine. (Not to be confused
+with ``viewer.handles``, the viewer's set of on-screen handles.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["drag_axis", "drag_handle", "is_orthonormal", "orthonormalize", "random_frame"]
+__all__ = [
+    "check_dims", "check_frame", "complete_basis", "drag_axis", "drag_handle", "is_orthonormal",
+    "orthonormal_columns", "orthonormalize", "random_frame",
+]
 
 
-def _frame_arg(F, name: str, func: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+def check_frame(F, name: str, func: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """``F`` as a (p, d) float64 host array with p >= d >= 1 (and ``shape`` when given), finite.
+
+    Raises ValueError naming ``func`` and the argument ``name``; does not orthonormalise.
+    """
     a = np.asarray(F, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] < 1 or a.shape[0] < a.shape[1]:
         raise ValueError(f"{func}: {name} must be a (p, d) array with p >= d >= 1, got shape {a.shape}")
@@ -28,7 +38,9 @@ def _frame_arg(F, name: str, func: str, shape: tuple[int, int] | None = None) ->
     return a
 
 
-def _qr_frame(F: np.ndarray, name: str, func: str) -> np.ndarray:
+def orthonormal_columns(F: np.ndarray, name: str, func: str) -> np.ndarray:
+    """Orthonormal (p, d) float64 basis of span(F) by QR, signs fixed so that R's diagonal is
+    positive; ValueError naming ``func``/``name`` when F's columns are linearly dependent."""
     Q, R = np.linalg.qr(F)
     diag = R.diagonal()
     if np.min(np.abs(diag)) <= 1e-12 * max(np.max(np.abs(diag)), 1e-300):
@@ -44,16 +56,17 @@ def orthonormalize(F) -> np.ndarray:
     orthonormal F unchanged to rounding. Raises ValueError for a bad shape, NaN/inf, or dependent
     columns.
     """
-    return _qr_frame(_frame_arg(F, "F", "orthonormalize"), "F", "orthonormalize")
+    return orthonormal_columns(check_frame(F, "F", "orthonormalize"), "F", "orthonormalize")
 
 
 def is_orthonormal(F, tol: float = 1e-12) -> bool:
     """True when the (p, d) array F has max |F^T F - I| <= tol."""
-    F = _frame_arg(F, "F", "is_orthonormal")
+    F = check_frame(F, "F", "is_orthonormal")
     return bool(np.max(np.abs(F.T @ F - np.eye(F.shape[1]))) <= tol)
 
 
-def _dims(p, d, func: str, strict: bool = False) -> tuple[int, int]:
+def check_dims(p, d, func: str, strict: bool = False) -> tuple[int, int]:
+    """(p, d) as ints after checking both are positive integers with p >= d (p > d if ``strict``)."""
     for name, v in (("p", p), ("d", d)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{func}: {name} must be a positive integer, got {v!r}")
@@ -65,14 +78,14 @@ def _dims(p, d, func: str, strict: bool = False) -> tuple[int, int]:
 
 def random_frame(p: int, d: int, rng=None) -> np.ndarray:
     """A uniformly random (Haar) orthonormal (p, d) float64 frame; ``rng``: Generator, seed or None."""
-    p, d = _dims(p, d, "random_frame")
+    p, d = check_dims(p, d, "random_frame")
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return _qr_frame(gen.standard_normal((p, d)), "F", "random_frame")
+    return orthonormal_columns(gen.standard_normal((p, d)), "F", "random_frame")
 
 
 def _frame(frame, func: str) -> np.ndarray:
     """``frame`` as a (p, d) float64 array with orthonormal columns (QR with a sign fix)."""
-    return _qr_frame(_frame_arg(frame, "frame", func), "frame", func)
+    return orthonormal_columns(check_frame(frame, "frame", func), "frame", func)
 
 
 def _vector(v, n: int, name: str, func: str) -> np.ndarray:
@@ -84,7 +97,7 @@ def _vector(v, n: int, name: str, func: str) -> np.ndarray:
     return a
 
 
-def _completion(F: np.ndarray) -> np.ndarray:
+def complete_basis(F: np.ndarray) -> np.ndarray:
     """(p, p) orthogonal B whose first d columns are F (F orthonormal); the rest span F's complement."""
     p, d = F.shape
     Q, R = np.linalg.qr(F, mode="complete")
@@ -143,7 +156,7 @@ def drag_handle(frame, point, target) -> np.ndarray:
     elif pn > 1e-14 * cn:
         w = c_perp * (r / pn)
     else:
-        w = _completion(F)[:, d] * r
+        w = complete_basis(F)[:, d] * r
     u = F @ t + w
     a = c / cn
     v = u - a * (a @ u)
@@ -196,7 +209,7 @@ def drag_axis(frame, i: int, target) -> np.ndarray:
             raise ValueError("drag_axis: p == d, so every row has norm 1 and the target cannot be 0")
         t = t / tn
         tn = 1.0
-    B = _completion(F)
+    B = complete_basis(F)
     tail = B[i, d:].copy()
     room = np.sqrt(max(1.0 - tn * tn, 0.0))
     if tail.size:
