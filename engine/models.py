@@ -243,3 +243,33 @@ def resolve_layers(model, spec: str, model_name: str | None = None) -> list[Laye
     if dup:
         raise ValueError(f"layer selection {spec!r} names layers twice: {dup}")
     return out
+
+
+def model_categories(spec: str, module=None) -> list[str] | None:
+    """The class names of a model's outputs, in order, or None when it has none.
+
+    A torchvision classification model: its weights' ``meta["categories"]`` (the same for every
+    pretrained weights of a model; read from torchvision's tables, nothing is downloaded). A
+    ``FILE.py:factory`` model: the module's ``categories`` attribute when it is a list of str.
+    """
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        cats = getattr(module, "categories", None)
+        return [str(c) for c in cats] if isinstance(cats, (list, tuple)) and cats else None
+    try:
+        import torchvision
+
+        weights = torchvision.models.get_model_weights(spec.lower())
+    except (ImportError, ValueError, KeyError):
+        return None
+    cats = weights.DEFAULT.meta.get("categories") if hasattr(weights, "DEFAULT") else None
+    return [str(c) for c in cats] if cats else None
+
+
+def imagenet_categories() -> list[str] | None:
+    """torchvision's 1,000 ImageNet class names by class index (None without torchvision)."""
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    cats = torchvision.models.ResNet50_Weights.DEFAULT.meta.get("categories")
+    return [str(c) for c in cats] if cats and len(cats) == 1000 else None
