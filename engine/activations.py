@@ -118,21 +118,43 @@ def _sources(layers: list[LayerSpec], modules: dict) -> dict[str, tuple[str, str
     return out
 
 
-def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink) -> bool:
-    """Run one batch for ``group``; ``sink(spec, (B, D) tensor)`` per layer. Returns whether model ran."""
+def pad_batch(x, size: int):
+    """``x`` ((B, ...) tensor) with its last row repeated up to ``size`` rows (``x`` itself when
+    B >= size). Every batch runs at the full batch size, so a row's activations do not depend on
+    which rows share its batch: CPU GEMM and convolution kernels change their summation order for
+    small batches (measured: differences of 1e-7 at 1-7 rows, none at 16 or more), and a fit
+    sample recorded as a subset must equal the same rows of a full pass."""
+    b = int(x.shape[0])
+    if b >= size:
+        return x
     import torch
+
+    return torch.cat([x, x[-1:].expand(size - b, *x.shape[1:])])
+
+
+def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink, *, rows: int | None = None,
+               keep_output: bool = False):
+    """Run one batch for ``group``; ``sink(spec, (rows, D) tensor)`` per layer, for the first ``rows``
+    rows of x (default all: the rest pad the batch, :func:`pad_batch`).
+
+    Returns whether the model ran, or with ``keep_output`` the model's output for those rows (the
+    whole forward pass runs then; None when it returned no tensor)."""
+    import torch
+
+    if rows is None:
+        rows = int(x.shape[0])
 
     by_module: dict[str, list[LayerSpec]] = {}
     want_output = []
     for spec in group:
         kind, name = srcs[spec.id]
         if kind == "input":
-            sink(spec, convert(x))
+            sink(spec, convert(x[:rows]))
         elif kind == "output":
             want_output.append(spec)
         else:
             by_module.setdefault(name, []).append(spec)
-    if not by_module and not want_output:
+    if not by_module and not want_output and not keep_output:
         return False
     fired: set[str] = set()
 
@@ -145,8 +167,8 @@ def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink) -
                 raise TypeError(f"layer {by_module[name][0].id} ({name}): the module returned "
                                 f"{type(out).__name__}, not a tensor; pick a module that returns one")
             for spec in by_module[name]:
-                sink(spec, convert(out))
-            if not want_output and len(fired) == len(by_module):
+                sink(spec, convert(out[:rows]))
+            if not want_output and not keep_output and len(fired) == len(by_module):
                 raise _StopForward
 
         return hook
@@ -167,9 +189,11 @@ def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink) -
             raise TypeError(f"layer {want_output[0].id}: softmax needs the model to return a (B, K, ...) "
                             "tensor, "
                             f"got {type(out).__name__}")
-        probs = torch.softmax(out.float(), dim=1)
+        probs = torch.softmax(out[:rows].float(), dim=1)
         for spec in want_output:
             sink(spec, convert(probs))
+    if keep_output:
+        return out[:rows].detach() if isinstance(out, torch.Tensor) else None
     return True
 
 
@@ -190,6 +214,47 @@ def _default_budget(backend: Backend) -> int:
     import os
 
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def _dry_run(model, inputs, todo, srcs, modules, convert, device, be) -> dict[str, int]:
+    """Each layer's pooled dimension D from a forward pass of the first input."""
+    import torch
+
+    dims: dict[str, int] = {}
+
+    def dry_sink(spec, t):
+        if t.shape[0] != 1:
+            raise ValueError(f"layer {spec.id}: output batch size {t.shape[0]} != input batch size 1 "
+                             "(the module must keep the batch dimension first)")
+        dims[spec.id] = int(t.shape[1])
+
+    try:
+        with torch.no_grad():
+            _run_batch(model, _first_batch(inputs).to(device), todo, srcs, modules, convert, dry_sink)
+    except torch.OutOfMemoryError:
+        dry_oom = True
+    else:
+        dry_oom = False
+    if dry_oom:
+        raise MemoryBudgetError(f"out of device memory in the dry run on a single input: the model and one "
+                                f"forward pass do not fit on {be.device_name}")
+    return dims
+
+
+def layer_dims(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", max_dim: int = 51200,
+               max_width: int = 16, pooling: str = "avg") -> dict[str, int]:
+    """Layer id -> pooled dimension D of each layer's activations (one forward pass on one input,
+    on the back end's device): what a memory plan needs before anything is recorded."""
+    import torch
+
+    be = backend if isinstance(backend, Backend) else resolve(backend)
+    layers = list(layers)
+    device = torch.device("cuda" if be.is_cuda else "cpu")
+    model = model.eval().to(device)
+    modules = dict(model.named_modules())
+    srcs = _sources(layers, modules)
+    return _dry_run(model, inputs, layers, srcs, modules,
+                    lambda t: pool(t.detach(), max_dim, max_width, pooling), device, be)
 
 
 def _first_batch(inputs):
@@ -253,24 +318,7 @@ def record(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", batch_
     def convert(t):
         return pool(t.detach(), max_dim, max_width, pooling)
 
-    dims: dict[str, int] = {}
-
-    def dry_sink(spec, t):
-        if t.shape[0] != 1:
-            raise ValueError(f"layer {spec.id}: output batch size {t.shape[0]} != input batch size 1 "
-                             "(the module must keep the batch dimension first)")
-        dims[spec.id] = int(t.shape[1])
-
-    try:
-        with torch.no_grad():
-            _run_batch(model, _first_batch(inputs).to(device), todo, srcs, modules, convert, dry_sink)
-    except torch.OutOfMemoryError:
-        dry_oom = True
-    else:
-        dry_oom = False
-    if dry_oom:
-        raise MemoryBudgetError(f"out of device memory in the dry run on a single input: the model and one "
-                                f"forward pass do not fit on {be.device_name}")
+    dims = _dry_run(model, inputs, todo, srcs, modules, convert, device, be)
     budget = memory_budget if memory_budget is not None else _default_budget(be)
     groups = plan_groups({s.id: dims[s.id] for s in todo}, n, budget)
     by_id = {s.id: s for s in todo}
@@ -355,7 +403,8 @@ def _pass(model, inputs, group, srcs, modules, convert, dims, n, bs, device, lab
             if pos[0] + b > n:
                 raise ValueError(f"inputs yielded more than n={n} rows")
             pos[1] = b
-            _run_batch(model, x.to(device, non_blocking=True), group, srcs, modules, convert, sink)
+            _run_batch(model, pad_batch(x, bs).to(device, non_blocking=True), group, srcs, modules, convert,
+                       sink, rows=b)
             pos[0] += b
     if pos[0] != n:
         raise ValueError(f"inputs yielded {pos[0]} rows, expected n={n}")
@@ -370,3 +419,76 @@ def _check_finite(spec: LayerSpec, acc) -> None:
         rows = torch.nonzero(bad).flatten()
         raise ValueError(f"layer {spec.id} ({spec.name}): NaN or Inf activations for {rows.numel()} inputs "
                          f"(first: input {int(rows[0])})")
+
+
+def stream_batches(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", batch_size: int = 64,
+                   max_dim: int = 51200, max_width: int = 16, pooling: str = "avg", start: int = 0,
+                   keep_output: bool = False, dims: dict | None = None) -> Iterator[tuple]:
+    """One hooked forward pass per batch for every layer of ``layers`` (one group), nothing kept.
+
+    Yields ``(row, {layer id: (B, D) float32 array in backend.xp}, thumbnails (B, 32, 32, 3) uint8
+    or None, output)`` per batch, in input order from row ``start``: ``row`` is the batch's first
+    input; the arrays are copies (NumPy on the CPU, CuPy on CUDA through DLPack, no host copy) that
+    the caller owns; ``output`` is the model's output for the batch ((B, ...) float32 host NumPy,
+    with ``keep_output``, else None). Memory: one batch's activations, independent of N.
+
+    Batches are padded to ``batch_size`` (:func:`pad_batch`), so every row's activations equal those
+    :func:`record` gives. ``start`` must be a multiple of ``batch_size`` (batches keep their place
+    in the full pass). ``dims`` (layer id -> D, :func:`layer_dims`) checks every batch. NaN/Inf
+    activations raise ``ValueError`` naming the layer and the input.
+    """
+    import torch
+
+    be = backend if isinstance(backend, Backend) else resolve(backend)
+    layers = list(layers)
+    if start % batch_size:
+        raise ValueError(f"stream_batches: start={start} is not a multiple of batch_size={batch_size}")
+    device = torch.device("cuda" if be.is_cuda else "cpu")
+    model = model.eval().to(device)
+    modules = dict(model.named_modules())
+    srcs = _sources(layers, modules)
+
+    def convert(t):
+        p = pool(t.detach(), max_dim, max_width, pooling)
+        if p.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+            p = p.clone()  # a view of the module's output: a later in-place op could overwrite it
+        return p.float().contiguous()
+
+    def to_xp(t):
+        return be.xp.from_dlpack(t) if be.is_cuda else t.numpy()
+
+    source = inputs if start == 0 else inputs.rows(start, inputs.n)
+    row = start
+    got: dict = {}
+
+    def sink(spec, t):
+        if dims is not None and t.shape[1] != dims[spec.id]:
+            raise ValueError(f"layer {spec.id}: activation size {t.shape[1]} differs from the dry "
+                             f"run's {dims[spec.id]} (inputs of different sizes?)")
+        got[spec.id] = t
+
+    with torch.no_grad():
+        for x, thumbs in source.stream(batch_size):
+            b = int(x.shape[0])
+            got.clear()
+
+            try:
+                out = _run_batch(model, pad_batch(x, batch_size).to(device, non_blocking=True), layers, srcs,
+                                 modules, convert, sink, rows=b, keep_output=keep_output)
+            except torch.OutOfMemoryError:
+                raise MemoryBudgetError(f"out of device memory in a forward pass of {batch_size} inputs; "
+                                        "give a smaller --batch-size") from None
+            for spec in layers:
+                t = got[spec.id]
+                bad = ~torch.isfinite(t).all(dim=1)
+                if bool(bad.any()):
+                    first = int(torch.nonzero(bad).flatten()[0])
+                    raise ValueError(f"layer {spec.id} ({spec.name}): NaN or Inf activations (first: input "
+                                     f"{row + first})")
+            output = None
+            if keep_output and isinstance(out, torch.Tensor):
+                output = out.float().cpu().numpy()
+            yield row, {spec.id: to_xp(got[spec.id]) for spec in layers}, thumbs, output
+            row += b
+    if row != inputs.n:
+        raise ValueError(f"inputs yielded {row} rows, expected n={inputs.n}")
