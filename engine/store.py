@@ -26,6 +26,7 @@ The study's own layout is read and written by :mod:`engine.studyformat`, which b
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ _SPOT_ROWS = 4096  # rows of each layer checked for NaN/Inf at load: all below t
 _SPOT_BLOCK = 128  # ... of this many consecutive rows, evenly spaced (few pages of a cold memmap)
 _MANIFEST_LIMIT = 256 * 2**20
 _ORTHO_TOL = 1e-6
+STREAM_SUFFIX = ".stream"  # row files of an unfinished stream in the staging directory
 
 __all__ = ["Attribute", "Bundle", "BundleError", "BundleWriter", "Layer", "Model", "FORMAT_VERSION",
            "MIN_DIM", "NAME_RE", "is_valid_name", "is_valid_layer_id", "text_problem", "load_bundle",
@@ -483,6 +485,7 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
         cen = _open_array(root, check.get(ld, "center", str, where), check, where, (dim,), np.float64)
         _check_alignment(rot, cen, where)
     meta = check.get(ld, "meta", dict, where, optional=True) or {}
+    _check_quality(check, meta, f"{where}.meta", n)
     if verify:
         want = check.get(ld, "checksum", str, where)
         got = _crc(emb)
@@ -493,6 +496,44 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
     if bad is not None:
         raise BundleError(f"{emb.filename}: NaN or Inf values (first in row {bad}; layer {model}/{lid})")
     return Layer(lid, name, index, source_dim, emb, rot, cen, meta, model)
+
+
+def _check_quality(check: _Check, meta: dict, where: str, n: int) -> None:
+    """The quality fields of a layer's meta that the viewer shows (trustworthiness, the fit
+    sample's figures, the reduction, the stream): each optional, each checked when present."""
+
+    def unit(d: dict, key: str, at: str) -> None:
+        v = d.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+            check.fail(f"{at}.{key} must be a number in [0, 1], got {_short(v)}")
+
+    def count(d: dict, key: str, at: str, lo: int = 1, hi: int | None = None) -> None:
+        v = d.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo
+                              or (hi is not None and v > hi)):
+            check.fail(f"{at}.{key} must be an integer in [{lo}, {hi if hi is not None else '...'}], "
+                       f"got {_short(v)}")
+
+    unit(meta, "trustworthiness", where)
+    for key, fields in (("fit_sample", ("trustworthiness_fit_rows", "trustworthiness_transformed_rows")),
+                        ("reduction", ("explained_variance_ratio",)), ("stream", ())):
+        sub = meta.get(key)
+        if sub is None:
+            continue
+        if not isinstance(sub, dict):
+            check.fail(f"{where}.{key} must be an object, got {type(sub).__name__}")
+        for f in fields:
+            unit(sub, f, f"{where}.{key}")
+    fs = meta.get("fit_sample") or {}
+    count(fs, "n", f"{where}.fit_sample", 1, n)
+    count(fs, "held_out_rows", f"{where}.fit_sample", 0, n)
+    count(fs, "transform_chunk", f"{where}.fit_sample")
+    red = meta.get("reduction") or {}
+    count(red, "dims", f"{where}.reduction")
+    count(red, "from_dim", f"{where}.reduction", red.get("dims") if isinstance(red.get("dims"), int) else 1)
+    st = meta.get("stream") or {}
+    count(st, "passes", f"{where}.stream")
+    count(st, "budget_bytes", f"{where}.stream")
 
 
 def _check_alignment(rot: np.ndarray, cen: np.ndarray, where: str) -> None:
@@ -598,6 +639,101 @@ def _save_npy(path: Path, arr: np.ndarray, *, finite_label: str | None = None) -
     return f"crc32:{crc:08x}"
 
 
+class RowFile:
+    """A ``.npy`` file of shape ``shape`` (rows first) filled row block by row block.
+
+    Rows are written with ``os.pwrite`` and read back with ``os.pread``, never through a memory
+    map: dirty mapped pages count toward the writer's resident memory, which would then grow with
+    N (a streamed layer of 10⁶ points is 60 MB, its thumbnails 3 GB). ``keep=True`` opens an
+    existing file whose header is exactly this shape and dtype (a resumed stream), else a new
+    file is made (sparse: the size is set, nothing written). :meth:`finish` checks, checksums and
+    renames it into place.
+    """
+
+    def __init__(self, path, shape: tuple, dtype, *, keep: bool = False):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                   "fortran_order": False, "shape": self.shape})
+        self._header = buf.getvalue()
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        size = len(self._header) + self.shape[0] * self.row_bytes
+        self.kept = False
+        if keep and self.path.is_file() and not self.path.is_symlink():
+            with open(self.path, "rb") as f:
+                same = f.read(len(self._header)) == self._header
+            if same and self.path.stat().st_size == size:
+                self._fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+                self.kept = True
+                return
+        self.path.unlink(missing_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        os.pwrite(self._fd, self._header, 0)
+        os.ftruncate(self._fd, size)
+
+    def _offset(self, row: int) -> int:
+        return len(self._header) + int(row) * self.row_bytes
+
+    def write(self, start: int, rows) -> None:
+        """Rows ``[start, start + len(rows))`` from ``rows`` (host, castable to the file's dtype)."""
+        a = np.ascontiguousarray(to_host(rows), dtype=self.dtype)
+        if a.shape[1:] != self.shape[1:] or not 0 <= start <= start + a.shape[0] <= self.shape[0]:
+            raise BundleError(f"{self.path}: rows [{start}, {start + a.shape[0]}) of shape {a.shape[1:]} do "
+                              f"not fit {self.shape}")
+        view, off = memoryview(a).cast("B"), self._offset(start)
+        while view:
+            k = os.pwrite(self._fd, view, off)
+            view, off = view[k:], off + k
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as a fresh host array."""
+        out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        view, off = memoryview(out).cast("B"), self._offset(start)
+        while view:
+            k = os.preadv(self._fd, [view], off)
+            if k == 0:
+                raise BundleError(f"{self.path}: shorter than its header says (rows [{start}, {stop}))")
+            view, off = view[k:], off + k
+        return out
+
+    def take(self, idx) -> np.ndarray:
+        """The rows ``idx`` (sorted int indices) as a host array, read in runs of consecutive rows."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((idx.size, *self.shape[1:]), dtype=self.dtype)
+        if idx.size == 0:
+            return out
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        for s, e in zip(np.r_[0, breaks], np.r_[breaks, idx.size]):
+            out[s:e] = self.read(int(idx[s]), int(idx[e - 1]) + 1)
+        return out
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def finish(self, dest: Path, *, finite_label: str | None = None) -> str:
+        """Scan the whole file in row chunks (CRC-32 of the data; NaN/Inf refused with
+        ``finite_label``), fsync, close and rename it to ``dest``; returns the CRC."""
+        crc = 0
+        step = max(1, (16 << 20) // max(1, self.row_bytes))  # 16 MB reads
+        for s in range(0, self.shape[0], step):
+            chunk = self.read(s, min(self.shape[0], s + step))
+            if finite_label is not None and not np.isfinite(chunk.reshape(chunk.shape[0], -1)).all():
+                bad = s + int(np.flatnonzero(~np.isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1))[0])
+                raise BundleError(f"{finite_label}: NaN or Inf values (first in row {bad})")
+            crc = zlib.crc32(chunk.data, crc)
+        self.sync()
+        self.close()
+        os.replace(self.path, dest)
+        return f"crc32:{crc:08x}"
+
+
 class BundleWriter:
     """Builds a bundle in ``.<name>.partial/`` beside ``path``; ``commit()`` renames it into place.
 
@@ -655,7 +791,7 @@ class BundleWriter:
 
     def _fresh_state(self) -> dict:
         return {"n": self.n, "dim": self.dim, "params": self.params, "models": {}, "attributes": {},
-                "default_attribute": None, "images": None, "similarity": {}, "provenance": {}}
+                "default_attribute": None, "images": None, "similarity": {}, "provenance": {}, "streams": {}}
 
     def _check_target(self) -> None:
         if not (self.path.exists() or self.path.is_symlink()):
@@ -702,6 +838,8 @@ class BundleWriter:
                     kept += 1
                 else:
                     log.warning("resume: dropping %s/%s (file missing or corrupt)", mname, lid)
+        streams = state.get("streams") if isinstance(state.get("streams"), dict) else {}
+        fresh["streams"] = {k: v for k, v in streams.items() if is_valid_name(k) and isinstance(v, dict)}
         self._state = fresh
         log.info("resume: kept %d finished layers in %s", kept, self.staging)
         self._save_progress()
@@ -758,6 +896,20 @@ class BundleWriter:
         manifest lists layers by index. NaN/Inf raise BundleError naming model and layer.
         """
         self._open()
+        m = self._check_layer_args(model, layer_id, name, index, meta)
+        emb = embedding if isinstance(embedding, np.ndarray) else to_host(embedding)
+        if emb.shape != (self.n, self.dim):
+            raise BundleError(f"{model}/{layer_id}: embedding shape {tuple(emb.shape)} where "
+                              f"({self.n}, {self.dim}) was expected")
+        if not np.issubdtype(emb.dtype, np.floating):
+            raise BundleError(f"{model}/{layer_id}: embedding dtype {emb.dtype} is not floating point")
+        if emb.dtype != np.dtype("<f4"):
+            emb = emb.astype("<f4")
+        rel = _layer_file(model, layer_id)
+        crc = _save_npy(self.staging / rel, emb, finite_label=f"model {model}, layer {layer_id}")
+        self._record_layer(m, layer_id, rel, crc, name, source_dim, meta, index)
+
+    def _check_layer_args(self, model: str, layer_id: str, name, index, meta) -> dict:
         m = self._model(model)
         if not is_valid_layer_id(layer_id):
             raise BundleError(f"{self.path}: layer id {layer_id!r} of model {model!r} is not valid "
@@ -768,17 +920,11 @@ class BundleWriter:
         if index is not None and (isinstance(index, bool) or not isinstance(index, (int, np.integer))
                                   or index < 0):
             raise BundleError(f"{model}/{layer_id}: index must be an int >= 0, got {index!r}")
-        emb = embedding if isinstance(embedding, np.ndarray) else to_host(embedding)
-        if emb.shape != (self.n, self.dim):
-            raise BundleError(f"{model}/{layer_id}: embedding shape {tuple(emb.shape)} where "
-                              f"({self.n}, {self.dim}) was expected")
-        if not np.issubdtype(emb.dtype, np.floating):
-            raise BundleError(f"{model}/{layer_id}: embedding dtype {emb.dtype} is not floating point")
-        if emb.dtype != np.dtype("<f4"):
-            emb = emb.astype("<f4")
         _check_json(meta or {}, f"{model}/{layer_id}: meta")
-        rel = _layer_file(model, layer_id)
-        crc = _save_npy(self.staging / rel, emb, finite_label=f"model {model}, layer {layer_id}")
+        return m
+
+    def _record_layer(self, m: dict, layer_id: str, rel: str, crc: str, name, source_dim, meta,
+                      index) -> None:
         old = m["layers"].get(layer_id)
         if index is None:
             index = old["index"] if old else (max((r["index"] for r in m["layers"].values()), default=-1) + 1)
@@ -786,6 +932,64 @@ class BundleWriter:
                                  "source_dim": None if source_dim is None else int(source_dim),
                                  "file": rel, "shape": [self.n, self.dim], "dtype": "float32",
                                  "checksum": crc, "rotation": None, "center": None, "meta": meta or {}}
+        self._save_progress()
+
+    # -- streamed files (engine.stream): rows written block by block, adopted when complete ----------
+
+    def row_file(self, rel: str, row_shape: tuple, dtype, *, keep: bool = False) -> RowFile:
+        """A :class:`RowFile` ``rel`` (a path inside the staging directory ending in ``.stream``) of
+        shape (n, *row_shape): kept as it is with ``keep`` when its header matches (a resumed
+        stream), else created empty. :meth:`commit` removes every ``.stream`` file not adopted."""
+        self._open()
+        if not rel.endswith(STREAM_SUFFIX) or ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise BundleError(f"{self.path}: stream file {rel!r} must be a relative path ending in "
+                              f"{STREAM_SUFFIX}")
+        path = self.staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return RowFile(path, (self.n, *row_shape), dtype, keep=keep)
+
+    def stream_state(self, key: str) -> dict | None:
+        """The stream bookkeeping saved under ``key`` (a model name) by :meth:`set_stream_state`, as
+        read back from the progress file (data from disk: the caller validates it), or None."""
+        st = self._state["streams"].get(key)
+        return dict(st) if isinstance(st, dict) else None
+
+    def set_stream_state(self, key: str, state: dict | None) -> None:
+        """Save (or with None drop) JSON bookkeeping of a stream in the progress file, atomically:
+        rows written to row files before this call survive a kill."""
+        self._open()
+        if not is_valid_name(key):
+            raise BundleError(f"{self.path}: stream key {key!r} is not a valid name")
+        if state is None:
+            self._state["streams"].pop(key, None)
+        else:
+            _check_json(state, f"{self.path}: stream state {key!r}")
+            self._state["streams"][key] = state
+        self._save_progress()
+
+    def adopt_layer(self, model: str, layer_id: str, rows: RowFile, *, name: str | None = None,
+                    source_dim: int | None = None, meta: dict | None = None,
+                    index: int | None = None) -> None:
+        """Store a layer whose (n, dim) float32 rows were streamed into ``rows``: checked for NaN/Inf
+        and checksummed in one chunked read, fsynced, renamed to the layer's file and recorded as
+        :meth:`write_layer` records (``rows`` is closed)."""
+        self._open()
+        m = self._check_layer_args(model, layer_id, name, index, meta)
+        if rows.shape != (self.n, self.dim) or rows.dtype != np.dtype("<f4"):
+            raise BundleError(f"{model}/{layer_id}: streamed rows {rows.shape} {rows.dtype} where "
+                              f"({self.n}, {self.dim}) float32 was expected")
+        rel = _layer_file(model, layer_id)
+        crc = rows.finish(self.staging / rel, finite_label=f"model {model}, layer {layer_id}")
+        self._record_layer(m, layer_id, rel, crc, name, source_dim, meta, index)
+
+    def adopt_images(self, rows: RowFile) -> None:
+        """Store thumbnails streamed into ``rows`` ((n, 32, 32, 3) uint8; ``rows`` is closed)."""
+        self._open()
+        if rows.shape != (self.n, 32, 32, 3) or rows.dtype != np.uint8:
+            raise BundleError(f"{self.path}: images must be ({self.n}, 32, 32, 3) uint8, "
+                              f"got {rows.shape} {rows.dtype}")
+        rows.finish(self.staging / "images.npy")
+        self._state["images"] = "images.npy"
         self._save_progress()
 
     def has_layer(self, model: str, layer_id: str) -> bool:
@@ -922,6 +1126,8 @@ class BundleWriter:
                 raise BundleError(f"{self.path}: model {m['name']!r} has layers with the same index")
         if not man["models"]:
             raise BundleError(f"{self.path}: nothing to commit (no models)")
+        for left in self.staging.rglob(f"*{STREAM_SUFFIX}"):  # streamed rows never adopted
+            left.unlink()
         _write_json(self.staging / MANIFEST, man)
         try:
             _load(self.staging, verify=True, repair=False)  # it must read back before it replaces anything
