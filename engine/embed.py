@@ -43,8 +43,14 @@ class PCABasis:
     axes: object
 
     def apply(self, X):
+        """(M, D) rows (NumPy or CuPy) -> (M, k) float32 in X's array module (the basis is copied
+        to where X lives if it was fitted elsewhere)."""
         xp = array_module(X)
-        return (xp.asarray(X, dtype=xp.float32) - xp.asarray(self.mean)) @ xp.asarray(self.axes)
+        return (xp.asarray(X, dtype=xp.float32) - like(self.mean, X)) @ like(self.axes, X)
+
+    @property
+    def dims(self) -> int:
+        return int(self.axes.shape[1])
 
 
 @dataclass(frozen=True)
@@ -63,14 +69,15 @@ class EmbedResult:
     model: object = field(default=None, repr=False, compare=False)
     reducer: PCABasis | None = field(default=None, repr=False, compare=False)
 
-    def transform(self, X):
+    def transform(self, X, *, reduced: bool = False):
         """Embed new rows X ((M, D) float, NumPy or CuPy) with the fitted model: (M, p) float32 in
-        X's array module (the PCA reduction of the fit is applied first)."""
+        X's array module (the PCA reduction of the fit is applied first, unless ``reduced``: X
+        then holds rows already mapped by ``reducer``, (M, k))."""
         if self.model is None:
             raise ValueError("this EmbedResult holds no fitted model")
         xp = array_module(X)
         Xr = xp.ascontiguousarray(X, dtype=xp.float32)
-        if self.reducer is not None:
+        if self.reducer is not None and not reduced:
             Xr = self.reducer.apply(Xr)
         if self.backend == "cuml":
             import cupy as cp

@@ -14,12 +14,19 @@ import numpy as np
 from engine.embed import BACKENDS, SEED_LIMIT
 from engine.store import MIN_DIM
 
-__all__ = ["CONTENT_FIELDS", "LayerEmbedding", "ModelJob", "PrepareConfig"]
+__all__ = ["CONTENT_FIELDS", "SAMPLE_FIELDS", "TRANSFORM_CHUNK", "LayerEmbedding", "ModelJob",
+           "PrepareConfig"]
 
 #: The PrepareConfig fields that decide a bundle's content (the others only decide how fast or
 #: where it is computed): a resumed run must have the same values.
 CONTENT_FIELDS = ("dim", "n_neighbors", "min_dist", "init", "seed", "umap_backend", "pooling", "max_dim",
                   "max_width", "fit_sample")
+#: Content fields that matter only when UMAP is fitted on a sample (``fit_sample`` set, or streaming).
+SAMPLE_FIELDS = ("reduce_dims", "transform_chunk")
+#: Rows per umap ``transform`` call: umap-learn's result for a row depends on the rows transformed
+#: with it (the epochs, and the edge weights cut relative to the chunk's largest), so the chunks are
+#: fixed in rows, never derived from the cluster size or the memory budget.
+TRANSFORM_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ class PrepareConfig:
     device: str = "auto"
     trust_sample: int = 5_000
     fit_sample: int | None = None  # fit UMAP on this many seeded rows, transform the rest
+    stream: bool | None = None  # stream activations in chunks: None = when the memory budget requires it
+    reduce_dims: int = 256  # sample fits: randomised-PCA basis of this many dims (0 = none) before UMAP
+    transform_chunk: int = TRANSFORM_CHUNK  # sample fits: rows per UMAP transform call
 
     def __post_init__(self):
         def integer(v) -> bool:
@@ -75,11 +85,24 @@ class PrepareConfig:
                                             or self.fit_sample <= 2 * self.n_neighbors):
             raise ValueError(f"--fit-sample {self.fit_sample}: must exceed 2 * n_neighbors "
                              f"= {2 * self.n_neighbors}")
+        if self.stream not in (None, True, False):
+            raise ValueError(f"stream={self.stream!r}: expected None (automatic), True or False")
+        if not integer(self.reduce_dims) or not (self.reduce_dims == 0 or self.reduce_dims >= self.dim):
+            raise ValueError(f"--reduce-dims {self.reduce_dims}: must be 0 (no reduction) or at least "
+                             f"--dim = {self.dim}")
+        if not integer(self.transform_chunk) or self.transform_chunk < 1:
+            raise ValueError(f"transform_chunk {self.transform_chunk}: must be an integer >= 1")
+
+    @property
+    def sampled(self) -> bool:
+        """Whether UMAP is fitted on a sample (``fit_sample``, set by the caller or by streaming)."""
+        return bool(self.fit_sample)
 
     def content_params(self) -> dict:
-        """The fields of :data:`CONTENT_FIELDS` as a JSON-ready dict."""
+        """The fields of :data:`CONTENT_FIELDS` (and :data:`SAMPLE_FIELDS` for a sample fit) as a
+        JSON-ready dict."""
         d = asdict(self)
-        return {k: d[k] for k in CONTENT_FIELDS}
+        return {k: d[k] for k in CONTENT_FIELDS + (SAMPLE_FIELDS if self.sampled else ())}
 
 
 @dataclass
