@@ -17,7 +17,10 @@ trustworthiness sample.
 
 With ``cluster=`` (:class:`engine.distributed.ClusterOptions`) the same work runs as Dask tasks
 (:mod:`engine.distributed`, imported only then); without it nothing of Dask is imported.
-``fit_sample`` (both paths) fits UMAP on a seeded sample and transforms the other rows.
+``fit_sample`` (both paths) fits UMAP on a seeded sample and transforms the other rows. A streaming
+run (``--stream``, or a budget too small for one layer of all N inputs: :mod:`engine.stream`)
+fits on the sample and transforms the rest chunk by chunk as it is recorded, in memory
+independent of N.
 """
 
 from __future__ import annotations
@@ -104,6 +107,29 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
         raise RuntimeError("recorder yielded more layers than requested")
 
 
+def _run_models(jobs, inputs, writer, config, backend, plan, hook, outputs: dict, progress, timings) -> bool:
+    """Every model's layers, in memory or streamed (``plan``); ``hook`` attributes land in
+    ``outputs`` (in-memory run) or are adopted from the streams. Returns whether thumbnails were
+    written (a streaming run writes them on its way)."""
+    from engine.stream import finish_streams, output_pass, stream_model
+
+    for k, job in enumerate(jobs):
+        writer.add_model(job.name, meta=job.meta)
+        if plan is not None:
+            stream_model(job, inputs, writer, config, plan, backend, progress=progress, timings=timings,
+                         hook=hook, images=k == 0)
+            continue
+        _prepare_model(job, inputs, writer, config, backend, progress, timings)
+        if hook is not None:
+            specs = hook.specs()
+            for name, values in output_pass(job, inputs, config, backend, hook, progress).items():
+                label = name if len(jobs) == 1 else f"{job.name}.{name}"
+                outputs[label] = {**specs[name], "values": values}
+    if plan is None:
+        return False
+    return finish_streams(writer, jobs, inputs, config, progress=progress)["images"]
+
+
 def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
     """Canonical alignment of every model's layers, cross-model frames, similarity matrices."""
     from engine.align import align_models
@@ -123,7 +149,8 @@ def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
 
 def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareConfig | None = None, *,
             resume: bool = False, overwrite: bool = False, progress: bool = True,
-            extra_attributes: dict | None = None, provenance: dict | None = None, cluster=None) -> Path:
+            extra_attributes: dict | None = None, provenance: dict | None = None, cluster=None,
+            output_hook=None) -> Path:
     """Record, embed, align and store every layer of ``jobs`` over the same ``inputs``.
 
     jobs : models to record; several models share the images (same order) for comparison.
@@ -135,6 +162,12 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     extra_attributes : name -> dict(values=(N,), kind=..., categories=..., extent=...).
     cluster : :class:`engine.distributed.ClusterOptions` to run the work on Dask (every job then
         needs a ``recipe``); the bundle equals the single-process one with the same seeds.
+    output_hook : an :class:`engine.stream.OutputHook`: per-input attributes from each model's
+        outputs (prediction, confidence, ...), computed chunk by chunk as the outputs pass (a
+        streaming run), or in one extra forward pass (an in-memory run); named ``<model>.<name>``
+        when there are several models.
+    ``config.stream`` (``--stream``) or a memory budget too small for one layer of all N inputs
+    makes the run stream (:mod:`engine.stream`): memory independent of N.
     Returns the bundle path. Raises ``ValueError`` for mismatched inputs or duplicate model names.
     """
     from engine.embed import choose_backend
@@ -153,29 +186,41 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
              backend.device_name, umap_name, umap_why)
     t_start = time.perf_counter()
     timings: dict = {}
+    from engine.stream import plan_stream, resolve_config
+
+    plan = plan_stream(jobs, inputs, config, backend)  # None: the in-memory run
+    if plan is not None:
+        config = resolve_config(config, plan)
+        log.info("prepare: streaming (%s): fit sample %d, chunks of %d rows, budget %.2f GiB", plan.why,
+                 plan.fit_sample, plan.chunk, plan.budget / 2**30)
     writer = BundleWriter(Path(out), n=inputs.n, dim=config.dim, resume=resume, overwrite=overwrite,
                           params=run_params(jobs, inputs, config, umap_name))
-    thumbnails, dist_info = None, None
+    thumbnails, dist_info, images_done = None, None, False
+    outputs: dict = {}
     try:
         if cluster is not None:
             from engine.distributed import run
 
-            got = run(jobs, inputs, writer, config, cluster, progress=progress, timings=timings)
+            got = run(jobs, inputs, writer, config, cluster, progress=progress, timings=timings, plan=plan,
+                      hook=output_hook)
             thumbnails, dist_info = got["thumbnails"], got["provenance"]
+            images_done = got.get("images_done", False)
         else:
-            for job in jobs:
-                writer.add_model(job.name, meta=job.meta)
-                _prepare_model(job, inputs, writer, config, backend, progress, timings)
+            images_done = _run_models(jobs, inputs, writer, config, backend, plan, output_hook, outputs,
+                                      progress, timings)
             _align_and_compare(writer, jobs, timings)
         for job in jobs:  # meta gained consecutive similarities and residuals
             writer.add_model(job.name, meta=job.meta)
         if inputs.labels is not None:
             writer.set_attribute("label", np.asarray(inputs.labels, dtype=np.int32), "categorical",
                                  categories=list(inputs.label_names), default=True)
+        for name, spec in {**getattr(inputs, "attributes", {}), **outputs}.items():
+            writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
+                                 extent=spec.get("extent"))
         for name, spec in (extra_attributes or {}).items():
             writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
                                  extent=spec.get("extent"))
-        if thumbnails is None:
+        if thumbnails is None and not images_done:
             thumbnails = inputs.thumbnails
         if thumbnails is not None:
             writer.set_images(np.asarray(thumbnails, dtype=np.uint8))
@@ -191,6 +236,8 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
             "versions": versions(),
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "distributed": dist_info,
+            "stream": None if plan is None else plan.provenance(),
+            "input_info": getattr(inputs, "info", {}) or None,
             **(provenance or {}),
         })
         return writer.commit()
@@ -203,14 +250,16 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
 
 def prepare_from_args(args) -> Path:
     """``layertour prepare`` entry point: build the jobs and inputs from the CLI namespace."""
-    from engine.inputs import digits_inputs, image_folder_inputs
-    from engine.models import load_model, resolve_layers
+    from engine.inputs import digits_inputs, image_inputs, with_coarse
+    from engine.models import imagenet_categories, load_model, model_categories, resolve_layers
 
     config = PrepareConfig(dim=args.dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
                            init=args.init, seed=args.seed, umap_backend=args.umap_backend,
                            pooling=args.pooling, batch_size=args.batch_size,
                            memory_budget_gib=args.memory_budget, device=args.device,
-                           fit_sample=getattr(args, "fit_sample", None))
+                           fit_sample=getattr(args, "fit_sample", None),
+                           stream=True if getattr(args, "stream", False) else None,
+                           reduce_dims=getattr(args, "reduce_dims", 256))
     cluster = _cluster_options(args)  # checks --cluster/--scheduler before any model is loaded
     jobs = []
     for spec in args.model:
@@ -227,21 +276,28 @@ def prepare_from_args(args) -> Path:
             recipe = ModelRecipe.from_spec(spec, args.weights, module)
         jobs.append(ModelJob(name=name, module=module, layers=layers, recipe=recipe,
                              meta={"source": spec, "weights": str(args.weights), "layers_spec": args.layers}))
+    coarse = getattr(args, "coarse", None)
     if args.digits:
         # torchvision models expect 3x224x224; FILE.py:factory models get the raw 1x8x8 digits.
         size, channels = (8, 1) if _all_custom(args.model) else (224, 3)
         inputs = digits_inputs(n=args.n, size=size, channels=channels)
+        if coarse is not None:
+            with_coarse(inputs, coarse)
     else:
-        skip = getattr(args, "skip_unreadable", False)
-        inputs = image_folder_inputs(args.images, n=args.n, skip_unreadable=skip, progress=skip)
+        strict = getattr(args, "strict", False)
+        cats = next((c for c in (model_categories(spec, job.module) for spec, job in zip(args.model, jobs))
+                     if c), None)
+        inputs = image_inputs(args.images, n=args.n, workers=getattr(args, "workers", None), strict=strict,
+                              categories=cats, imagenet_names=imagenet_categories(), coarse=coarse,
+                              progress=True)
     if cluster is not None:
         from dataclasses import replace
 
         from engine.distributed import InputRecipe
 
         recipe = (InputRecipe.digits(inputs.n, size=size, channels=channels) if args.digits
-                  else InputRecipe.images(args.images, inputs.n, getattr(args, "skip_unreadable", False),
-                                          chosen=args.n))
+                  else InputRecipe.from_images(args.images, inputs, chosen=args.n,
+                                               categories=cats, coarse=coarse))
         cluster = replace(cluster, inputs=recipe)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
                    overwrite=getattr(args, "force", False), cluster=cluster)
