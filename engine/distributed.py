@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -207,10 +208,14 @@ class InputRecipe:
     skip_unreadable: bool = False
     chosen: int | None = None
     array: np.ndarray | None = field(default=None, repr=False, compare=False)
+    drop: tuple | None = None  # images: positions among the chosen files the client found unreadable
+    categories: tuple | None = None  # images: the model's classes (names and targets as the client's)
+    imagenet_names: tuple | None = None
+    synthetic: dict | None = None  # synthetic: the keyword arguments of engine.inputs.synthetic_inputs
 
     def __post_init__(self):
-        if self.kind not in ("digits", "images", "tensor"):
-            raise ValueError(f"InputRecipe kind={self.kind!r}: expected digits, images or tensor")
+        if self.kind not in ("digits", "images", "tensor", "synthetic"):
+            raise ValueError(f"InputRecipe kind={self.kind!r}: expected digits, images, tensor or synthetic")
 
     @classmethod
     def digits(cls, n: int, size: int = 8, channels: int = 1) -> InputRecipe:
@@ -225,6 +230,27 @@ class InputRecipe:
         root = Path(path).resolve()
         return cls("images", int(n), path=str(root), total=len(folder_samples(root)[0]),
                    skip_unreadable=skip_unreadable, chosen=None if chosen is None else int(chosen))
+
+    @classmethod
+    def from_images(cls, source, inputs, chosen: int | None = None, categories=None) -> InputRecipe:
+        """The client's :func:`engine.inputs.image_inputs` set ``inputs`` of folder or list
+        ``source``: workers read the same files, leave out the ones the client found unreadable
+        (``inputs.dropped``: no second check) and name the classes alike."""
+        from engine.inputs import image_samples
+        from engine.models import imagenet_categories
+
+        root = Path(source).resolve()
+        drop = tuple(int(i) for i in getattr(inputs, "dropped", ()))
+        names = imagenet_categories()
+        return cls("images", int(inputs.n), path=str(root), total=len(image_samples(root)[0]),
+                   chosen=None if chosen is None else int(chosen), drop=drop,
+                   categories=None if categories is None else tuple(categories),
+                   imagenet_names=None if names is None else tuple(names))
+
+    @classmethod
+    def synthetic_of(cls, n: int, **kwargs) -> InputRecipe:
+        """:func:`engine.inputs.synthetic_inputs` ``(n, **kwargs)``: nothing but the arguments travels."""
+        return cls("synthetic", int(n), synthetic=dict(kwargs))
 
     @classmethod
     def tensor(cls, x) -> InputRecipe:
@@ -254,6 +280,10 @@ class InputRecipe:
             return _slice_inputs(tensor_inputs(self.array), a, b)
         if self.kind == "digits":
             return _slice_inputs(digits_inputs(n=self.n, size=self.size, channels=self.channels), a, b)
+        if self.kind == "synthetic":
+            from engine.inputs import synthetic_inputs
+
+            return synthetic_inputs(self.n, **(self.synthetic or {})).rows(a, b)
         return _folder_rows(self, a, b)
 
 
@@ -276,15 +306,19 @@ def _slice_inputs(full, a: int, b: int):
 def _folder_rows(recipe: InputRecipe, a: int, b: int):
     """Rows [a, b) of the client's ``image_folder_inputs``: the same evenly spaced files, decoded
     here in this process (Dask workers are daemons and may not start DataLoader processes)."""
-    from engine.inputs import folder_samples, image_folder_inputs
+    from engine.inputs import image_folder_inputs, image_inputs, image_samples
 
     root = Path(recipe.path)
-    total = len(folder_samples(root)[0])
+    total = len(image_samples(root)[0])
     if total != recipe.total:
-        raise ValueError(f"image folder {root} holds {total} images on this worker, the client saw "
-                         f"{recipe.total}")
-    inputs = image_folder_inputs(root, recipe.chosen or recipe.n, workers=0, rows=(a, b),
-                                 skip_unreadable=recipe.skip_unreadable)
+        raise ValueError(f"images {root}: {total} images on this worker, the client saw {recipe.total}")
+    if recipe.drop is not None:
+        chosen = recipe.chosen or (recipe.n + len(recipe.drop))
+        inputs = image_inputs(root, chosen, workers=0, rows=(a, b), drop=recipe.drop,
+                              categories=recipe.categories, imagenet_names=recipe.imagenet_names)
+    else:
+        inputs = image_folder_inputs(root, recipe.chosen or recipe.n, workers=0, rows=(a, b),
+                                     skip_unreadable=recipe.skip_unreadable)
     if inputs.n != b - a:
         raise ValueError(f"image folder {root}: this worker reads {inputs.n} rows for [{a}, {b})")
     return inputs
@@ -339,19 +373,41 @@ def record_shard(recipe: ModelRecipe, shard: InputRecipe, layers: Sequence, conf
 
 
 @contextlib.contextmanager
-def _intra_op_threads(n: int | None):
-    """torch's intra-op thread count set to ``n`` for the block (nothing when ``n`` is None)."""
+def _intra_op_threads(n):
+    """torch's intra-op thread count set to ``n`` for the block (nothing when ``n`` is None); a pair
+    ``(torch, blas)`` also sets NumPy's BLAS (threadpoolctl): the PCA basis and its products on a
+    worker then sum in the client's order."""
     if n is None:
         yield
         return
     import torch
 
+    n_torch, n_blas = (n, None) if isinstance(n, int) else n
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(n_torch)
     try:
-        yield
+        if n_blas is None:
+            yield
+        else:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=n_blas, user_api="blas"):
+                yield
     finally:
         torch.set_num_threads(before)
+
+
+def client_threads() -> tuple[int, int | None]:
+    """(torch intra-op threads, NumPy BLAS threads) of this process: what workers should use."""
+    import torch
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        blas = []
+    return torch.get_num_threads(), (blas[0] if blas else None)
 
 
 def _pick(shard_result: dict, layer_id: str) -> np.ndarray:
@@ -434,10 +490,12 @@ def connect(options: ClusterOptions, device: str = "auto"):
 
 
 def run(jobs, inputs, writer, config: PrepareConfig, options: ClusterOptions, *, progress: bool,
-        timings: dict) -> dict:
+        timings: dict, plan=None, hook=None) -> dict:
     """Distributed body of :func:`engine.pipeline.prepare`: every layer written, aligned and compared
-    in ``writer``; models' ``meta`` updated. Returns ``{"thumbnails": (N,32,32,3) uint8 or None,
-    "provenance": {...}}``."""
+    in ``writer``; models' ``meta`` updated. ``plan`` (:class:`engine.stream.StreamPlan`) streams
+    (:func:`_run_stream`); ``hook`` (an :class:`engine.stream.OutputHook`, picklable) adds
+    model-output attributes. Returns ``{"thumbnails": (N,32,32,3) uint8 or None, "images_done":
+    bool (a stream wrote them), "outputs": name -> attribute spec, "provenance": {...}}``."""
     if options.inputs is None:
         raise ValueError("distributed prepare needs an InputRecipe (how workers rebuild the images)")
     if options.inputs.rows[1] - options.inputs.rows[0] != inputs.n:
@@ -452,9 +510,14 @@ def run(jobs, inputs, writer, config: PrepareConfig, options: ClusterOptions, *,
         timings["cluster_start_s"] = time.perf_counter() - t0
         n_workers = len(client.scheduler_info()["workers"])
         log.info("prepare: distributing over %s (%d workers)", desc, n_workers)
+        prov = {"cluster": desc, "workers": n_workers, "retries": options.retries}
+        if plan is not None:
+            images = _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progress, timings)
+            return {"thumbnails": None, "images_done": images, "provenance": prov}
+        if hook is not None:
+            raise ValueError("an output hook on a Dask cluster needs a streaming run (--stream)")
         thumbs = _run(client, jobs, inputs, writer, config, options, n_workers, progress, timings)
-        return {"thumbnails": thumbs,
-                "provenance": {"cluster": desc, "workers": n_workers, "retries": options.retries}}
+        return {"thumbnails": thumbs, "provenance": prov}
     finally:
         client.close()
         if cluster is not None:
@@ -560,3 +623,241 @@ def _align(client, submit, jobs, writer, emb, timings) -> None:
 
 def uuid() -> str:
     return os.urandom(4).hex()
+
+
+# ---------------------------------------------------------------------------------------- stream
+
+#: A stream task's image range, in transform chunks (rounded up to a multiple of the batch size):
+#: fixed, so a resumed run may use another number of workers.
+STREAM_RANGE_CHUNKS = 4
+
+
+def stream_ranges(n: int, chunk: int, batch_size: int) -> list[tuple[int, int]]:
+    """Image ranges of the stream tasks: starts on multiples of both the transform chunk and the
+    batch size (so every task's chunks, batches and reduction blocks are the single-process run's)."""
+    step = math.lcm(chunk, batch_size)
+    span = step * max(1, -(-STREAM_RANGE_CHUNKS * chunk // step))
+    return [(a, min(a + span, n)) for a in range(0, n, span)]
+
+
+def record_rows(recipe: ModelRecipe, shard: InputRecipe, rows: np.ndarray, layers: Sequence,
+                config: PrepareConfig, trace_dir: str | None, model_name: str, threads: int | None) -> dict:
+    """Task: the activations of the rows ``rows`` (local to the image range ``shard``) of
+    ``layers``: ``{layer id: (len(rows), D) float32 host}`` (a part of a fit sample or of the
+    quality rows; only these rows are decoded)."""
+    from engine.activations import record
+
+    a, b = shard.rows
+    _trace(trace_dir, "sample", model_name, f"{a}-{b}")
+    model, lock = cached_model(recipe)
+    with lock, _intra_op_threads(threads):
+        inputs = shard.build().subset(rows)
+        return {spec.id: np.ascontiguousarray(to_host(X), dtype=np.float32)
+                for spec, X in record(model, inputs, list(layers), backend=resolve(config.device),
+                                      batch_size=config.batch_size, max_dim=config.max_dim,
+                                      max_width=config.max_width, pooling=config.pooling, progress=False)}
+
+
+def fit_task(config: PrepareConfig, init, trace_dir: str | None, model_name: str, layer_id: str, threads,
+             *pieces: np.ndarray) -> dict:
+    """Task: one layer's fit on its sample (pieces in row order): :func:`engine.stream.fit_one`."""
+    from engine.stream import fit_one
+
+    _trace(trace_dir, "fit", model_name, layer_id)
+    backend = resolve(config.device)
+    X = backend.xp.asarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+    with _intra_op_threads(threads):
+        return fit_one(X, config, None if init is None else init["aligned"])
+
+
+def _fit_embedding(fit: dict) -> np.ndarray:
+    return np.asarray(to_host(fit["fit"].embedding), dtype=np.float64)
+
+
+def stream_task(recipe: ModelRecipe, shard: InputRecipe, layers: Sequence, fits: dict, config: PrepareConfig,
+                hook, want_thumbs: bool, fitted_local: np.ndarray, fitted_from: int, trace_dir: str | None,
+                model_name: str, threads: int | None) -> list:
+    """Task: stream the image range ``shard`` through ``layers`` with the fitted models ``fits``
+    (layer id -> :func:`engine.stream.fit_one` result): the list of its chunk results
+    (:func:`engine.stream.stream_rows`, rows of the whole input set). Only (rows, p) embeddings,
+    thumbnails and output attributes leave the worker."""
+    from engine.jobs import ModelJob
+    from engine.stream import stream_rows
+
+    a, b = shard.rows
+    _trace(trace_dir, "stream", model_name, f"{a}-{b}")
+    model, lock = cached_model(recipe)
+    with lock, _intra_op_threads(threads):
+        inputs = shard.build()
+        job = ModelJob(model_name, model, list(layers))
+        return list(stream_rows(job, inputs, config, resolve(config.device), fits, list(layers), 0, hook=hook,
+                                want_thumbs=want_thumbs, fitted_rows=fitted_local, fitted_from=fitted_from,
+                                offset=a))
+
+
+def quality_task(config: PrepareConfig, n: int, fit: dict, y_trust: np.ndarray, y_held: np.ndarray,
+                 pos_t: np.ndarray, pos_h: np.ndarray, transform_s: float, *pieces: np.ndarray) -> dict:
+    """Task: a streamed layer's meta (:func:`engine.layerjob.sampled_meta`) from its quality rows
+    (pieces in row order) and their embedding rows, sent by the client."""
+    from engine.embed import trustworthiness
+    from engine.layerjob import sampled_meta
+
+    t0 = time.perf_counter()
+    X = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    k = config.n_neighbors
+    tw_all = trustworthiness(X[pos_t], y_trust, k=k, n_sample=len(pos_t))
+    tw_held = trustworthiness(X[pos_h], y_held, k=k, n_sample=len(pos_h))
+    return sampled_meta(config, n, fit["fit"], tw_all, fit["tw_fit"], tw_held, len(pos_h), transform_s,
+                        time.perf_counter() - t0)
+
+
+def _rows_by_range(rows: np.ndarray, ranges) -> list:
+    """(range start, range end, rows local to it) for every range holding some of ``rows``."""
+    out = []
+    for a, b in ranges:
+        local = rows[(rows >= a) & (rows < b)] - a
+        if local.size:
+            out.append((a, b, local))
+    return out
+
+
+def _record_parts(submit, job, options, rows, specs, dims, budget, ranges, config, trace, threads, what):
+    """Futures of the activations of ``rows`` per layer: layer id -> [piece future per range], each
+    range's layers in groups whose pieces fit ``budget``."""
+    from engine.activations import plan_groups
+
+    parts = _rows_by_range(rows, ranges)
+    most = max(len(local) for _, _, local in parts)
+    groups = plan_groups({s.id: dims[s.id] for s in specs}, most, budget)
+    by_id = {s.id: s for s in specs}
+    pieces: dict = {s.id: [] for s in specs}
+    for a, b, local in parts:
+        for g in groups:
+            fut = submit(record_rows, job.recipe, options.inputs.shard(a, b), local, [by_id[i] for i in g],
+                         config, trace, job.name, threads, key=f"{what}-{job.name}-{a}-{uuid()}")
+            for lid in g:
+                pieces[lid].append(submit(_pick_layer, fut, lid))
+    return pieces
+
+
+def _pick_layer(res: dict, layer_id: str) -> np.ndarray:
+    return res[layer_id]
+
+
+def _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progress, timings) -> bool:
+    """The streaming run on Dask (:mod:`engine.stream`'s steps as tasks): the fit sample is recorded
+    where its rows lie (each range decodes only its sample rows), one fit task per layer, one stream
+    task per image range (:func:`stream_ranges`) that records, reduces and transforms its chunks and
+    returns only embeddings; the client writes each chunk as it arrives (the progress file records
+    it: ``--resume`` submits only the ranges left), then measures quality with tasks and adopts the
+    layers. No task ever holds a whole layer. Returns whether thumbnails were written."""
+    from dask.distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from engine.layerjob import sampled_plan
+    from engine.stream import add_rows, check_refit, covered, finish_streams, open_stream, write_chunk
+
+    def submit(fn, *args, **kw):
+        return client.submit(fn, *args, retries=options.retries, pure=False, **kw)
+
+    n = inputs.n
+    trace = options.trace_dir
+    threads = client_threads()
+    ranges = stream_ranges(n, config.transform_chunk, config.batch_size)
+    sp = sampled_plan(n, config)
+    idx, trust_idx, held_idx = sp["idx"], sp["trust_idx"], sp["held_idx"]
+    for k, job in enumerate(jobs):
+        writer.add_model(job.name, meta=job.meta)
+        stream = open_stream(job, inputs, writer, config, plan, hook=hook, images=k == 0, mode="dask")
+        if stream["done"]:
+            continue
+        todo, groups, rows, files, extra = (stream[x] for x in ("todo", "groups", "rows", "files", "extra"))
+        specs = {s.id: s for s in job.layers}
+        position = {s.id: i for i, s in enumerate(job.layers)}
+        dims = plan.dims[job.name]
+        t0 = time.perf_counter()
+        pieces = _record_parts(submit, job, options, idx, todo, dims, plan.sample_budget, ranges, config,
+                               trace, threads, "sample")
+        fits, prev = {}, None
+        if todo and config.init == "previous" and position[todo[0].id] > 0:
+            first = np.asarray(writer.read_layer(job.name, job.layers[position[todo[0].id] - 1].id)[idx])
+            prev = submit(next_aligned, first.astype(np.float64), None)
+        for spec in todo:
+            init = prev if config.init == "previous" else None
+            fits[spec.id] = submit(fit_task, config, init, trace, job.name, spec.id, threads,
+                                   *pieces[spec.id], key=f"fit-{job.name}-{spec.id}-{uuid()}")
+            if config.init == "previous":
+                prev = submit(next_aligned, submit(_fit_embedding, fits[spec.id]), prev)
+        crcs = dict(zip(fits, client.gather([submit(_crc_of, f) for f in fits.values()])))
+        timings["fit_s"] = timings.get("fit_s", 0.0) + time.perf_counter() - t0
+        check_refit(job, stream, crcs, n)
+        state = stream["state"]
+        writer.set_stream_state(job.name, state)
+        t0 = time.perf_counter()
+        futs = {}
+        transform_s = {s.id: 0.0 for s in todo}
+        for g, ids in enumerate(groups):
+            for a, b in ranges:
+                if covered(rows[g], a, b):
+                    continue
+                lo, hi = np.searchsorted(idx, [a, b])
+                fut = submit(stream_task, job.recipe, options.inputs.shard(a, b), [specs[i] for i in ids],
+                             {i: fits[i] for i in ids}, config, hook if g == 0 else None, k == 0 and g == 0,
+                             idx[lo:hi] - a, int(lo), trace, job.name, threads,
+                             key=f"stream-{job.name}-{g}-{a}-{uuid()}")
+                futs[fut] = g
+        bar = tqdm(total=len(futs), desc=f"{job.name}: streaming", unit="range", disable=not progress,
+                   leave=False)
+        for fut in as_completed(list(futs)):
+            g = futs[fut]
+            for res in fut.result():
+                write_chunk(res, files, extra if g == 0 else {}, groups[g], transform_s)
+                rows[g] = add_rows(rows[g], res["a"], res["b"])
+            writer.set_stream_state(job.name, state)
+            bar.update()
+            fut.release()
+        bar.close()
+        timings["stream_s"] = timings.get("stream_s", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        qrows = np.union1d(trust_idx, held_idx)
+        pos_t, pos_h = np.searchsorted(qrows, trust_idx), np.searchsorted(qrows, held_idx)
+        qpieces = _record_parts(submit, job, options, qrows, todo, dims, plan.sample_budget, ranges, config,
+                                trace, threads, "quality")
+        metas = {s.id: submit(quality_task, config, n, fits[s.id], files[s.id].take(trust_idx),
+                              files[s.id].take(held_idx), pos_t, pos_h, transform_s[s.id], *qpieces[s.id])
+                 for s in todo}
+        for spec in todo:
+            meta = metas[spec.id].result()
+            meta["stream"] = {"passes": len(groups), "budget_bytes": int(plan.budget),
+                              "trust_sample": int(config.trust_sample), "ranges": len(ranges)}
+            writer.adopt_layer(job.name, spec.id, files[spec.id], name=spec.name,
+                               source_dim=int(dims[spec.id]), meta=meta, index=position[spec.id])
+        timings["quality_s"] = timings.get("quality_s", 0.0) + time.perf_counter() - t0
+        for f in extra.values():
+            f.close()
+        writer.set_stream_state(job.name, {**state, "done": True, "attribute_specs": stream["hook_specs"]})
+        del fits, pieces, qpieces
+    images = finish_streams(writer, jobs, inputs, config, progress=progress)["images"]
+    _align_files(client, submit, jobs, writer, timings)
+    return images
+
+
+def _crc_of(fit: dict) -> str:
+    return fit["crc"]
+
+
+def _align_files(client, submit, jobs, writer, timings) -> None:
+    """Alignment and similarity of streamed layers: the client computes the chain from the layer
+    files (N x p each, read in row chunks) as the single-process run does."""
+    from engine.align import align_models
+
+    t0 = time.perf_counter()
+    result = align_models({job.name: [writer.read_layer(job.name, s.id) for s in job.layers] for job in jobs})
+    for job in jobs:
+        for spec, a in zip(job.layers, result.alignments[job.name]):
+            writer.set_alignment(job.name, spec.id, a.rotation, a.center)
+        job.meta["consecutive_similarity"] = [round(float(v), 6) for v in result.consecutive[job.name]]
+        job.meta["alignment_residuals"] = [round(float(a.residual), 6) for a in result.alignments[job.name]]
+    for (a, b), S in result.similarity.items():
+        writer.set_similarity(a, b, np.asarray(S, dtype=np.float32))
+    timings["align_s"] = time.perf_counter() - t0
