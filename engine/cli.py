@@ -27,7 +27,9 @@ examples:
   layertour view study.lt --model googlenet
   layertour render study.lt --frames 120 --out tour.gif
   layertour prepare --model googlenet --weights DEFAULT --images ~/imagenet/val --n 50000 \\
-                    --layers study --out googlenet.lt
+                    --layers study --coarse imagenet_coarse_categories.csv --out googlenet.lt
+  layertour prepare --model resnet50 --images ~/imagenet/train --memory-budget 16 --stream \\
+                    --out resnet50-1M.lt                      1.28M images in a fixed memory budget
   layertour info                                  back end, library versions, OpenGL renderer
 """
 
@@ -84,18 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DEFAULT (torchvision pretrained, downloads once), none (random init), or a "
                         "state-dict PATH (default DEFAULT)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", type=Path, help="image folder in ImageFolder layout (class/xxx.jpg)")
+    src.add_argument("--images", type=Path, metavar="DIR|LIST",
+                     help="an image folder in ImageFolder layout (DIR/<class>/xxx.jpg), or a file list "
+                          "(.txt/.tsv/.lst: one 'PATH' or 'PATH<tab>LABEL' per line; .csv: path,label; "
+                          "relative paths start at the list's folder). Class names: the weights' categories "
+                          "when the folders are the model's classes (ImageNet WordNet ids such as n01440764 "
+                          "included), else the folder names or labels")
     src.add_argument("--digits", action="store_true", help="scikit-learn's bundled 8x8 digits (1,797 images)")
     p.add_argument("--n", type=int,
                    help="number of images (default: all), evenly spaced over the sorted files")
+    p.add_argument("--coarse", type=Path, metavar="FILE.csv",
+                   help="coarse groups of the classes: one row per group, 'group,class,class,...' (e.g. the "
+                        "study's imagenet_coarse_categories.csv); adds the attribute label_coarse (classes "
+                        "it does not list are reported and grouped as 'unassigned')")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first image that cannot be read (default: every chosen image is "
+                        "decode-checked first, in parallel, and unreadable ones are left out with a count "
+                        "and the first names in a warning)")
     p.add_argument("--skip-unreadable", action="store_true",
-                   help="decode every chosen image once first and leave out those that cannot be read "
-                        "(each is named in a warning, with the count); default: stop at the first one")
+                   help=argparse.SUPPRESS)  # the default since streaming prepare; kept for old scripts
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="image decoding worker processes (default: CPU cores - 1, at most 16; 0 decodes in "
+                        "the main process)")
     p.add_argument("--layers", default="study",
                    help="'study' (the UMAP Tour's preset for googlenet/resnet50), 'all-leaves', or "
                         "comma-separated module names (default study)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    p.add_argument("--resume", action="store_true", help="reuse finished layers of an interrupted run")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished layers of an interrupted run (and, streaming, its finished chunks)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out (only once "
                    "the new one is complete)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -107,10 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="avg", choices=["avg", "max"])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--umap-backend", default="auto", choices=["auto", "cuml", "umap-learn"])
-    p.add_argument("--memory-budget", type=float,
-                   help="GiB the recorded activations may use (default: 60%% of free device/host memory)")
-    p.add_argument("--fit-sample", type=int, metavar="N",
-                   help="fit UMAP on N seeded rows and transform the others (data beyond one device)")
+    p.add_argument("--memory-budget", type=float, metavar="GiB",
+                   help="memory the run's data may use: recorded activations, fit samples, fitted models, "
+                        "chunk buffers (default: 60%% of free device memory, or half the available RAM). "
+                        "When one layer of all N inputs does not fit, prepare streams (see --stream)")
+    p.add_argument("--fit-sample", type=int, metavar="M",
+                   help="fit UMAP on M seeded rows and transform the others (default when streaming: as many "
+                        "as the budget holds, up to 20,000 and N/2)")
+    p.add_argument("--stream", action="store_true",
+                   help="stream the activations: fit each layer's PCA basis and UMAP on the fit sample, then "
+                        "record, reduce and transform the other images chunk by chunk, so memory does not "
+                        "grow with N (chosen automatically when the budget requires it); --resume continues "
+                        "at the first unfinished chunk")
+    p.add_argument("--reduce-dims", type=int, default=256, metavar="K",
+                   help="sample fits: a randomised-PCA basis of K dimensions, fitted on the sample, maps "
+                        "every row before UMAP when a layer is wider (default 256; 0: none)")
     _add_device(p)
     _add_cluster(p)
 

@@ -432,12 +432,12 @@ def test_prepare_with_a_corrupt_image_is_one_line_naming_it(tmp_path, rng, capsy
     root = _image_folder(tmp_path / "imgs", rng, n_good=3)
     rc = main(["prepare", "--model", "resnet18", "--weights", "none", "--images", str(root), "--layers", "fc",
                "--device", "cpu", "--umap-backend", "umap-learn", "--n-neighbors", "2", "--batch-size", "2",
-               "--out", str(tmp_path / "x.lt")])
+               "--strict", "--out", str(tmp_path / "x.lt")])
     err = capsys.readouterr().err  # (progress bars come before the error line)
     last = err.strip().splitlines()[-1]
     assert rc == 2 and last.startswith("layertour prepare: error: cannot read image")
     assert "Traceback" not in err
-    assert "broken.jpg" in last and "--skip-unreadable" in last
+    assert "broken.jpg" in last and "--strict" in last
     assert not (tmp_path / "x.lt").exists()
 
 
