@@ -23,6 +23,7 @@ import numpy as np
 from viewer import colors as vcolors
 from viewer.pane import Pane
 from viewer.points import FADE_ALPHA, IMAGE_SCALE, PointsLayer  # noqa: F401 (re-exported for tests)
+from viewer.text import quality_text
 from viewer.view import POINT_ALPHA, TRANSITION_SECONDS, ZOOM_RANGE, ModelView  # noqa: F401
 from viewer.window import COMMON_HELP, TourWindow
 
@@ -310,8 +311,9 @@ class TourCanvas(TourWindow):
         layer = self.model.layers[self.layer_index]
         tour = "playing" if self.tour.playing else "paused"
         fps = f"{self._fps:4.0f} fps  ·  " if self.show_fps else ""
-        return [(f"{self.model.name}  ·  layer {self.layer_index + 1}/{len(self.model.layers)}  {layer.name}",
-                 (0.86, 0.88, 0.92, 1.0), 14),
+        quality = quality_text(layer.meta)
+        return [(f"{self.model.name}  ·  layer {self.layer_index + 1}/{len(self.model.layers)}  {layer.name}"
+                 + (f"  ·  {quality}" if quality else ""), (0.86, 0.88, 0.92, 1.0), 14),
                 (f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {fps}tour {tour} "
                  f"{self.tour.speed:.2g} rad/s  ·  path {self.render_path}", (0.55, 0.58, 0.64, 1.0), 12)]
 

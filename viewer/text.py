@@ -100,3 +100,45 @@ def rasterize(s: str, size: float) -> np.ndarray:
     out = np.full((h, w, 4), 255, np.uint8)
     out[..., 3] = np.asarray(img, dtype=np.uint8)
     return out
+
+
+def _unit(v) -> float | None:
+    """``v`` as a float in [0, 1], or None (a value read from a bundle is never trusted)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if 0.0 <= f <= 1.0 else None
+
+
+def _count(v) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def quality_text(meta) -> str:
+    """How well a layer's embedding keeps its neighbourhoods, from its meta, for the HUD: the
+    trustworthiness, and for a layer fitted on a sample the figures on the fitted and on the
+    transformed rows, the sample size and the reduction (``""`` when the meta says nothing)::
+
+        trust 0.981 · fitted 0.988 / transformed 0.980 (sample 20,000) · PCA 51,200→256
+    """
+    if not isinstance(meta, dict):
+        return ""
+    parts = []
+    tw = _unit(meta.get("trustworthiness"))
+    if tw is not None:
+        parts.append(f"trust {tw:.3f}")
+    fs = meta.get("fit_sample")
+    if isinstance(fs, dict):
+        fit = _unit(fs.get("trustworthiness_fit_rows"))
+        held = _unit(fs.get("trustworthiness_transformed_rows"))
+        n = _count(fs.get("n"))
+        if fit is not None and held is not None:
+            parts.append(f"fitted {fit:.3f} / transformed {held:.3f}" + (f" (sample {n:,})" if n else ""))
+        elif n:
+            parts.append(f"fit sample {n:,}")
+    red = meta.get("reduction")
+    if isinstance(red, dict):
+        k, d = _count(red.get("dims")), _count(red.get("from_dim"))
+        if k and d:
+            parts.append(f"PCA {d:,}→{k:,}")
+    return "  ·  ".join(parts)
