@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "record, reduce and transform the other images chunk by chunk, so memory does not "
                         "grow with N (chosen automatically when the budget requires it); --resume continues "
                         "at the first unfinished chunk")
+    p.add_argument("--transform-chunk", type=int, default=8192, metavar="ROWS",
+                   help="sample fits: rows per UMAP transform call (default 8,192; umap-learn optimises "
+                        "chunks of up to 10,000 rows for 100 epochs, larger ones for 30)")
     p.add_argument("--reduce-dims", type=int, default=256, metavar="K",
                    help="sample fits: a randomised-PCA basis of K dimensions, fitted on the sample, maps "
                         "every row before UMAP when a layer is wider (default 256; 0: none)")

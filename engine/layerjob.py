@@ -88,7 +88,7 @@ def fit_on_sample(Xs, config: PrepareConfig, init=None):
         return replace(res, params={**res.params, "reduction": None})
     t0 = time.perf_counter()
     _scores, var, basis = pca_reduce(X, k, seed=config.seed, basis=True)
-    step = max(1, (64 << 20) // (4 * X.shape[1]))  # (X - mean) is a copy: map 64 MB of rows at a time
+    step = max(1, (16 << 20) // (4 * X.shape[1]))  # (X - mean) is a copy: map 16 MB of rows at a time
     Xr = xp.concatenate([basis.apply(X[s:s + step]) for s in range(0, X.shape[0], step)])
     total = _total_variance(X)
     seconds = time.perf_counter() - t0
@@ -106,7 +106,7 @@ def _total_variance(X) -> float:
     xp = array_module(X)
     n = X.shape[0]
     mu = X.mean(axis=0, dtype=xp.float64)
-    step = max(1, (64 << 20) // (8 * max(1, X.shape[1])))
+    step = max(1, (16 << 20) // (8 * max(1, X.shape[1])))
     total = 0.0
     for s in range(0, n, step):
         d = X[s:s + step].astype(xp.float64) - mu

@@ -259,7 +259,8 @@ def prepare_from_args(args) -> Path:
                            memory_budget_gib=args.memory_budget, device=args.device,
                            fit_sample=getattr(args, "fit_sample", None),
                            stream=True if getattr(args, "stream", False) else None,
-                           reduce_dims=getattr(args, "reduce_dims", 256))
+                           reduce_dims=getattr(args, "reduce_dims", 256),
+                           transform_chunk=getattr(args, "transform_chunk", 8192))
     cluster = _cluster_options(args)  # checks --cluster/--scheduler before any model is loaded
     jobs = []
     for spec in args.model:

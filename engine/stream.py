@@ -161,8 +161,9 @@ def plan_stream(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, backend
     chunk = min(config.transform_chunk, n)
     bs = config.batch_size
     usable = int(budget * _HEADROOM)
-    trust = min(config.trust_sample, n)
-    while trust > 200 and _trust_bytes(trust) > usable // 3:
+    trust = min(config.trust_sample, n)  # measuring quality may take a third of the budget, no more
+    d_max = max(d for ds in dims.values() for d in ds.values())
+    while trust > 200 and 2 * trust * d_max * 4 + _trust_bytes(trust) > usable // 3:
         trust = int(trust * 0.8)
 
     def estimate(m: int) -> dict:
@@ -173,7 +174,9 @@ def plan_stream(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, backend
             widest_d = max(ds.values())
             k_w = reduced[name][max(ds, key=ds.get)]
             w = min(k_w + 10, widest_d)
-            pca = 32 * widest_d * w + 16 * m * w + (64 << 20) if kdim and widest_d > kdim else 0
+            # randomised PCA: sketches and their QR (D x w float32, three at once), the float64 SVD
+            # of the (w x D) projection and its factors, the (m x w) range, 16 MB blocks of X - mean
+            pca = 36 * widest_d * w + 16 * m * w + (32 << 20) if kdim and widest_d > kdim else 0
             fit_work = _model_bytes(m, k_w) + pca
             sample_group = m * widest_d * 4  # at least the widest layer's sample at once
             chunk_bufs = sum(chunk * k * 4 for k in reduced[name].values())
@@ -214,6 +217,8 @@ def plan_stream(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, backend
                 f"--memory-budget {budget / 2**30:.2f} GiB cannot hold a streaming plan with a fit sample of "
                 f"{max(lo, held_min):,} rows (about {_gib(est['peak'] / _HEADROOM)} GiB: {_parts(est)}); "
                 "give a larger --memory-budget, a smaller --batch-size or --reduce-dims, or fewer layers")
+        if estimate(hi)["peak"] <= usable:
+            lo = hi
         while hi - lo > max(1, lo // 100):  # the largest sample that fits (the estimate grows with m)
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if estimate(mid)["peak"] <= usable else (lo, mid - 1)
@@ -235,7 +240,8 @@ def _gib(b: float) -> str:
 
 def _parts(est: dict) -> str:
     names = (("fitted_models", "fitted models"), ("sample_activations", "sample of the widest layer"),
-             ("stream_batch", "one batch"), ("quality_rows", "trustworthiness rows"))
+             ("fit_work", "fitting it"), ("stream_batch", "one batch"), ("transform_work", "a transform"),
+             ("quality_rows", "trustworthiness rows"))
     return ", ".join(f"{label} {est[k] / 2**20:,.0f} MiB" for k, label in names)
 
 
