@@ -414,7 +414,8 @@ class FolderImages:
         except Exception as exc:  # PIL raises many types for a damaged or foreign file
             raise ImageReadError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
         thumb = np.asarray(img.resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.uint8)
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+        # NumPy's transposing copy: torch's permute(...).contiguous() of uint8 took 9 ms an image here
+        x = torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
         return x, torch.from_numpy(thumb.copy())
 
     def __getitem__(self, i):
@@ -429,14 +430,16 @@ class FolderImages:
 
 
 def normalize_batch(x_u8):
-    """(B, 3, H, W) uint8 -> float32 ``(x / 255 - mean) / std`` with the ImageNet mean and std: the
-    same arithmetic as torchvision's ``to_tensor`` + ``normalize``, for a whole batch at once."""
+    """(B, 3, H, W) uint8 -> float32 ``(x / 255 - mean) / std`` with the ImageNet mean and std
+    (torchvision's ``to_tensor`` + ``normalize``, to float32 rounding), for a whole batch at once
+    as one multiply and one subtract per channel."""
     import torch
 
-    x = x_u8.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
-    return x.sub_(mean).div_(std)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).float()[:, None, None]
+    shift = (mean / std).float()[:, None, None]
+    return x_u8.float().mul_(scale).sub_(shift)
 
 
 def default_workers() -> int:
