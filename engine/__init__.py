@@ -1,8 +1,9 @@
 """layertour's compute engine: activations -> UMAP -> Procrustes alignment -> bundle, and the tour math.
 
 One module per stage (``activations``, ``embed``, ``align``, ``store``, ``pipeline``, ``tour``),
-plus ``device`` (back-end selection), ``cli`` (the ``layertour`` command) and the small modules
-they share (``errors``, ``files``, ``replace``, ``versions``, ``frames``, ``jobs``, ``layerjob``).
+plus ``device`` (back-end selection), ``cli`` (the ``layertour`` command), ``stream`` (``prepare``
+in memory independent of N) and the small modules they share (``errors``, ``files``, ``replace``,
+``versions``, ``frames``, ``jobs``, ``layerjob``, ``labels``).
 The modules form layers, checked by an import-linter contract in ``pyproject.toml``.
 
 Importing ``engine`` is cheap: it imports neither torch, CuPy, cuML, umap-learn nor VisPy and

@@ -197,8 +197,9 @@ def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink, *
     return True
 
 
-def _default_budget(backend: Backend) -> int:
-    """Bytes the accumulators may take: 60 % of free device memory, or half the available host RAM."""
+def default_budget(backend: Backend) -> int:
+    """Bytes a run's data may take by default (``--memory-budget`` unset): 60 % of free device
+    memory, or half the available host RAM."""
     if backend.is_cuda:
         import torch
 
@@ -319,7 +320,7 @@ def record(model, inputs, layers: Iterable[LayerSpec], *, backend="auto", batch_
         return pool(t.detach(), max_dim, max_width, pooling)
 
     dims = _dry_run(model, inputs, todo, srcs, modules, convert, device, be)
-    budget = memory_budget if memory_budget is not None else _default_budget(be)
+    budget = memory_budget if memory_budget is not None else default_budget(be)
     groups = plan_groups({s.id: dims[s.id] for s in todo}, n, budget)
     by_id = {s.id: s for s in todo}
     log.info("recording %d layers of %d inputs in %d group(s) (budget %.2f GB, %s)",

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "when the folders are the model's classes (ImageNet WordNet ids such as n01440764 "
                           "included), else the folder names or labels")
     src.add_argument("--digits", action="store_true", help="scikit-learn's bundled 8x8 digits (1,797 images)")
+    src.add_argument("--synthetic", type=int, metavar="N",
+                     help="N procedural images in 10 classes, each a function of its index only "
+                          "(3x224x224 for torchvision models, 3x32x32 for FILE.py models): runs at any scale "
+                          "without data")
     p.add_argument("--n", type=int,
                    help="number of images (default: all), evenly spaced over the sorted files")
     p.add_argument("--coarse", type=Path, metavar="FILE.csv",

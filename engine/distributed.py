@@ -813,6 +813,7 @@ def _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progr
             for res in fut.result():
                 write_chunk(res, files, extra if g == 0 else {}, groups[g], transform_s)
                 rows[g] = add_rows(rows[g], res["a"], res["b"])
+                state["thumbs_written"] |= res["thumbs"] is not None
             writer.set_stream_state(job.name, state)
             bar.update()
             fut.release()

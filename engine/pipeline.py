@@ -172,6 +172,7 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     """
     from engine.embed import choose_backend
     from engine.store import BundleWriter
+    from engine.stream import plan_stream, resolve_config
 
     config = config if config is not None else PrepareConfig()
     if not jobs:
@@ -186,8 +187,6 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
              backend.device_name, umap_name, umap_why)
     t_start = time.perf_counter()
     timings: dict = {}
-    from engine.stream import plan_stream, resolve_config
-
     plan = plan_stream(jobs, inputs, config, backend)  # None: the in-memory run
     if plan is not None:
         config = resolve_config(config, plan)
@@ -250,7 +249,7 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
 
 def prepare_from_args(args) -> Path:
     """``layertour prepare`` entry point: build the jobs and inputs from the CLI namespace."""
-    from engine.inputs import digits_inputs, image_inputs, with_coarse
+    from engine.inputs import digits_inputs, image_inputs, synthetic_inputs, with_coarse
     from engine.models import imagenet_categories, load_model, model_categories, resolve_layers
 
     config = PrepareConfig(dim=args.dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
@@ -278,7 +277,13 @@ def prepare_from_args(args) -> Path:
         jobs.append(ModelJob(name=name, module=module, layers=layers, recipe=recipe,
                              meta={"source": spec, "weights": str(args.weights), "layers_spec": args.layers}))
     coarse = getattr(args, "coarse", None)
-    if args.digits:
+    synthetic = getattr(args, "synthetic", None)
+    if synthetic is not None:
+        side = 32 if _all_custom(args.model) else 224
+        inputs = synthetic_inputs(synthetic, size=side, seed=args.seed)
+        if coarse is not None:
+            with_coarse(inputs, coarse)
+    elif args.digits:
         # torchvision models expect 3x224x224; FILE.py:factory models get the raw 1x8x8 digits.
         size, channels = (8, 1) if _all_custom(args.model) else (224, 3)
         inputs = digits_inputs(n=args.n, size=size, channels=channels)
@@ -296,9 +301,12 @@ def prepare_from_args(args) -> Path:
 
         from engine.distributed import InputRecipe
 
-        recipe = (InputRecipe.digits(inputs.n, size=size, channels=channels) if args.digits
-                  else InputRecipe.from_images(args.images, inputs, chosen=args.n,
-                                               categories=cats, coarse=coarse))
+        if synthetic is not None:
+            recipe = InputRecipe.synthetic_of(synthetic, size=side, seed=args.seed)
+        elif args.digits:
+            recipe = InputRecipe.digits(inputs.n, size=size, channels=channels)
+        else:
+            recipe = InputRecipe.from_images(args.images, inputs, chosen=args.n, categories=cats)
         cluster = replace(cluster, inputs=recipe)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
                    overwrite=getattr(args, "force", False), cluster=cluster)

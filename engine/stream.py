@@ -39,7 +39,7 @@ import math
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -101,7 +101,6 @@ class StreamPlan:
     estimate: dict
     why: str
     batch_size: int = 64
-    extra: dict = field(default_factory=dict)
 
     def provenance(self) -> dict:
         return {"why": self.why, "budget_bytes": int(self.budget), "fit_sample": self.fit_sample,
@@ -111,11 +110,11 @@ class StreamPlan:
 
 
 def _budget(config: PrepareConfig, backend: Backend) -> int:
-    from engine.activations import _default_budget
+    from engine.activations import default_budget
 
     if config.memory_budget_gib is not None:
         return int(config.memory_budget_gib * 2**30)
-    return _default_budget(backend)
+    return default_budget(backend)
 
 
 def _model_bytes(m: int, k: int) -> int:
@@ -536,7 +535,8 @@ def open_stream(job: ModelJob, inputs, writer, config: PrepareConfig, plan: Stre
         log.info("%s: resuming the stream: %d of %d rows of %d pass(es) done", job.name, done,
                  n * len(groups), len(groups))
     state = {**fixed, "layers": layers, "groups": groups, "rows": rows,
-             "fits": dict(st["fits"]) if resume else {}, "done": False, "mode": mode}
+             "fits": dict(st["fits"]) if resume else {}, "done": False, "mode": mode,
+             "thumbs_written": bool(resume and st.get("thumbs_written"))}
     return {"todo": todo, "groups": groups, "rows": rows, "files": files, "extra": extra, "state": state,
             "resume": resume, "done": False, "hook_specs": hook_specs}
 
@@ -591,6 +591,7 @@ def stream_model(job: ModelJob, inputs, writer, config: PrepareConfig, plan: Str
                                fitted_rows=fitted_rows, progress=progress):
             write_chunk(res, files, extra if first else {}, ids, transform_s)
             rows[g] = add_rows(rows[g], res["a"], res["b"])
+            state["thumbs_written"] |= res["thumbs"] is not None
             writer.set_stream_state(job.name, state)
     timings["stream_s"] = timings.get("stream_s", 0.0) + time.perf_counter() - t0
     if todo:
@@ -675,7 +676,7 @@ def finish_streams(writer, jobs: Sequence[ModelJob], inputs, config: PrepareConf
             label = name if len(jobs) == 1 else f"{job.name}.{name}"
             writer.set_attribute(label, values, s["kind"], categories=s.get("categories"),
                                  extent=s.get("extent"))
-        if st.get("images") and not got_images:
+        if st.get("images") and st.get("thumbs_written") and not got_images:
             f = writer.row_file(f"images.npy{STREAM_SUFFIX}", (32, 32, 3), np.uint8, keep=True)
             if f.kept:
                 writer.adopt_images(f)

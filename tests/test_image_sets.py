@@ -150,3 +150,19 @@ def test_prepare_on_an_imagenet_folder_records_names_and_coarse_groups(tmp_path,
     info = b.provenance["input_info"]
     assert info["skipped"] == {"count": 1, "first": ["n01440764/n01440764_9999.JPEG"]}
     assert info["check"]["images_per_s"] > 0 and "weights' categories" in info["class_names"]
+
+
+def test_dask_workers_rebuild_the_clients_images_without_checking_again(tmp_path, rng):
+    pytest.importorskip("distributed")
+    from engine.distributed import InputRecipe
+
+    root = _imagenet_folder(tmp_path / "val", rng, per_class=3)
+    (root / "n01440764" / "n01440764_0001.JPEG").write_bytes(b"broken")
+    client = image_inputs(root, workers=0, categories=CATS)
+    assert client.n == 5 and client.dropped.tolist() == [1]
+    recipe = InputRecipe.from_images(root, client, categories=CATS)
+    parts = [recipe.shard(a, b).build() for a, b in ((0, 2), (2, 5))]
+    got = torch.cat([torch.cat(list(p.batches(2))) for p in parts])
+    np.testing.assert_array_equal(got.numpy(), torch.cat(list(client.batches(5))).numpy())
+    np.testing.assert_array_equal(np.concatenate([p.targets for p in parts]), client.targets)
+    assert parts[0].label_names == client.label_names

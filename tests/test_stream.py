@@ -323,3 +323,15 @@ def test_stream_on_cuda_embeds_as_well_as_on_the_cpu(streamed, tmp_path):
     for la, lb in zip(a.models["build"].layers, b.models["build"].layers):
         fa, fb = la.meta["fit_sample"], lb.meta["fit_sample"]
         assert fb["trustworthiness_transformed_rows"] >= fa["trustworthiness_transformed_rows"] - 0.03, la.id
+
+
+@pytest.mark.slow
+def test_one_command_streams_synthetic_images(tmp_path):
+    out = tmp_path / "synthetic.lt"
+    assert cli_main(["prepare", "--model", CNN_SPEC, "--weights", "none", "--synthetic", "500", "--layers",
+                     "7", "--stream", "--fit-sample", "200", "--device", "cpu", "--umap-backend",
+                     "umap-learn", "--out", str(out)]) == 0
+    b = engine.load_bundle(out)
+    assert b.n == 500 and b.images.shape == (500, 32, 32, 3)
+    assert b.attributes["label"].categories[0] == "class 0"
+    assert b.provenance["stream"]["fit_sample"] == 200
