@@ -29,7 +29,7 @@ import logging
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +188,12 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     t_start = time.perf_counter()
     timings: dict = {}
     plan = plan_stream(jobs, inputs, config, backend)  # None: the in-memory run
+    if plan is not None and resume and not config.fit_sample:
+        # The sample size chosen from the budget depends on the memory free at the time: a resume
+        # keeps the interrupted run's, so that its finished layers and chunks stay usable.
+        m = _staged_fit_sample(out)
+        if m is not None and m != plan.fit_sample:
+            plan = plan_stream(jobs, inputs, replace(config, fit_sample=m), backend, dims=plan.dims)
     if plan is not None:
         config = resolve_config(config, plan)
         log.info("prepare: streaming (%s): fit sample %d, chunks of %d rows, budget %.2f GiB", plan.why,
@@ -247,6 +253,15 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
         raise
 
 
+def _staged_fit_sample(out) -> int | None:
+    """The fit sample of the interrupted run at ``out`` (from its staging directory), if any."""
+    from engine.store import staged_params
+
+    params = staged_params(out) or {}
+    m = (params.get("config") or {}).get("fit_sample") if isinstance(params.get("config"), dict) else None
+    return m if isinstance(m, int) and not isinstance(m, bool) and m > 0 else None
+
+
 def prepare_from_args(args) -> Path:
     """``layertour prepare`` entry point: build the jobs and inputs from the CLI namespace."""
     from engine.inputs import digits_inputs, image_inputs, synthetic_inputs, with_coarse
@@ -297,8 +312,6 @@ def prepare_from_args(args) -> Path:
                               categories=cats, imagenet_names=imagenet_categories(), coarse=coarse,
                               progress=True)
     if cluster is not None:
-        from dataclasses import replace
-
         from engine.distributed import InputRecipe
 
         if synthetic is not None:

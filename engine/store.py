@@ -1161,6 +1161,19 @@ class BundleWriter:
         self.close()
 
 
+def staged_params(path) -> dict | None:
+    """The ``params`` an interrupted :class:`BundleWriter` for ``path`` recorded in its staging
+    directory (what a ``--resume`` must match), or None when there is none or it cannot be read.
+    Data from disk: the caller checks every value it uses."""
+    prog = staging_path(Path(path)) / PROGRESS
+    try:
+        state = json.loads(read_regular(prog, limit=_MANIFEST_LIMIT))
+    except (OSError, ValueError, RecursionError):
+        return None
+    params = state.get("params") if isinstance(state, dict) else None
+    return params if isinstance(params, dict) else None
+
+
 def _layer_file(model: str, layer_id: str) -> str:
     return f"models/{model}/{layer_id}.npy"
 

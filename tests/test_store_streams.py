@@ -95,3 +95,18 @@ def test_hostile_quality_fields_are_named_at_load(tmp_path, rng, meta, field):
     (path / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(BundleError, match=r"manifest\.json: .*" + field.replace(".", r"\.")):
         engine.load_bundle(path)
+
+
+def test_a_resume_reads_the_interrupted_runs_fit_sample(tmp_path):
+    from engine.pipeline import _staged_fit_sample
+    from engine.store import staged_params
+
+    out = tmp_path / "b.lt"
+    assert staged_params(out) is None and _staged_fit_sample(out) is None
+    for value, want in ((777, 777), ("777", None), (True, None), (-3, None), (None, None)):
+        w = BundleWriter(out, n=10, dim=3, params={"config": {"fit_sample": value}})
+        w.close()
+        assert staged_params(out) == {"config": {"fit_sample": value}}
+        assert _staged_fit_sample(out) == want
+    (tmp_path / ".b.lt.partial" / ".progress.json").write_text("{not json")
+    assert staged_params(out) is None
