@@ -581,6 +581,7 @@ def stream_model(job: ModelJob, inputs, writer, config: PrepareConfig, plan: Str
     fitted_rows = sampled_plan(n, config)["idx"]
     t0 = time.perf_counter()
     transform_s = {s.id: 0.0 for s in todo}
+    streamed = 0  # image passes done in this run (a resumed run does the rest only)
     for g, ids in enumerate(groups):
         first = g == 0
         start = rows_from_start(rows[g])
@@ -591,9 +592,16 @@ def stream_model(job: ModelJob, inputs, writer, config: PrepareConfig, plan: Str
                                fitted_rows=fitted_rows, progress=progress):
             write_chunk(res, files, extra if first else {}, ids, transform_s)
             rows[g] = add_rows(rows[g], res["a"], res["b"])
+            streamed += res["b"] - res["a"]
             state["thumbs_written"] |= res["thumbs"] is not None
             writer.set_stream_state(job.name, state)
-    timings["stream_s"] = timings.get("stream_s", 0.0) + time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    timings["stream_s"] = timings.get("stream_s", 0.0) + dt
+    if dt > 0 and streamed:
+        rate = streamed / dt
+        timings[f"stream_images_per_s.{job.name}"] = rate
+        log.info("%s: streamed %d images in %d pass(es) at %.0f images/s (decode, forward, reduce, "
+                 "transform)", job.name, streamed, len(groups), rate)
     if todo:
         t0 = time.perf_counter()
         _quality_and_adopt(job, inputs, writer, config, backend, plan, todo, fits, files, transform_s,
