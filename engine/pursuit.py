@@ -3,7 +3,7 @@
 Index functions on a projected array ``Y`` (n, d), NumPy or CuPy, returning a Python float. They
 are defined exactly as the R package tourr 1.2.9 defines them (ggobi/tourr,
 ``R/interesting-indices.r``), so their values agree with tourr's to floating-point accuracy
-(``tests/fixtures/tourr_*.json`` hold values computed by tourr itself):
+(``tests/assets/tourr/reference.json`` holds values computed by tourr itself):
 
 - ``holes(Y)``: (1 - mean_i exp(-|y_i|^2 / 2)) / (1 - exp(-d/2)), Cook & Swayne (2007), on Y as
   given: no centring or sphering (tourr's users sphere first; here that is ``sphere=True`` of
@@ -18,7 +18,7 @@ are defined exactly as the R package tourr 1.2.9 defines them (ggobi/tourr,
   1 - det((1-lam) W + lam n I) / det((1-lam) (W + B) + lam n I) with the *unnormalised* scatter
   W, B and n the number of rows, so pda depends on the scale of Y (lam = 0 is ``lda``). As in
   tourr, 0 is returned when the penalised total determinant is below 1e-8.
-- ``purity(Y, labels, bandwidth=0.2, sample=2000)`` (ours, for activation embeddings): the soft
+- ``purity(Y, labels, bandwidth=0.2, sample=1000)`` (ours, for activation embeddings): the soft
   k-NN class purity of the view. Around each point a Gaussian kernel of standard deviation
   ``bandwidth`` x the view's RMS spread per axis weighs the other points; the index is the mean
   over points of the weighted fraction of neighbours that share the point's class (chance level
@@ -47,9 +47,11 @@ Optimiser (``optimize`` / ``Objective.maximize``), and why:
   Grassmann geodesics, exp_F(tH) = F V cos(t S) V^T + U sin(t S) V^T for H = U S V^T, from
   several seeded random starts (and ``start``). Every index here is invariant under F -> F Q
   (Q orthogonal), so the Grassmannian is the right manifold. Analytic gradients make each step
-  cost about one index evaluation, where tourr's search spends ~10 evaluations per probe and
-  a line search of ~15 more. On big N the search runs on a seeded row sample
-  (``sample``, default 200,000) and the winner is polished on all rows.
+  cost about one index evaluation, where tourr's ``search_geodesic`` (``R/search-geodesic.r``:
+  ``find_best_dir`` probes 5 random directions both ways, ``find_path_peak`` line-searches
+  +-pi/4 with ``stats::optimize``) spends ~10 evaluations per probe and ~15 more per line search,
+  ~2,500 per guided tour on the study data. On big N the search runs on a seeded row sample
+  (``sample``, default 200,000) and the winner is polished on all rows (``polish``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
 INDICES = ("holes", "cmass", "lda", "pda", "purity")
 ROW_CHUNK = 1 << 18          # rows per float64 chunk in the O(N) passes (~32 MB at p = 15)
 PDA_ZERO_VARIANCE = 1e-8     # tourr's .CalIndex threshold on the penalised total determinant
+PURITY_SAMPLE = 1000         # purity's default row sample: ~10 ms per view and ~1/sqrt(1000) noise
 PURITY_MAX_SAMPLE = 10_000   # purity is O(sample^2): an (m, m) bool class mask, 100 MB at 10,000
 SEARCH_SAMPLE = 200_000      # optimize's default row sample for holes/cmass on big N
 
@@ -332,7 +335,7 @@ def _bandwidth(bandwidth, func: str) -> float:
     return b
 
 
-def purity(Y, labels, *, bandwidth: float = 0.2, sample: int = 2000, seed: int = 0) -> float:
+def purity(Y, labels, *, bandwidth: float = 0.2, sample: int = PURITY_SAMPLE, seed: int = 0) -> float:
     """Soft k-NN class purity of the view Y (n, d) (our index; see the module docstring).
 
     With s^2 the view's variance per axis, w_ij = exp(-|y_i - y_j|^2 / (2 (bandwidth s)^2)), i != j:
@@ -540,6 +543,14 @@ class _HolesObjective(Objective):
     def _value_grad(self, G):
         return self._terms(G, True)
 
+    def subsample(self, sample: int, seed: int = 0) -> _HolesObjective:
+        """The same index (same centre and sphering) on ``sample`` seeded rows of this one's."""
+        rows = _sample_rows(self.n, sample, seed)
+        if rows is None:
+            return self
+        spec = {**self.spec, "sample": int(sample), "seed": int(seed)}
+        return _HolesObjective(spec, self._X[like(rows, self._X)], self._c, self._M, self.fingerprint)
+
 
 class _PurityObjective(Objective):
     """purity on a fixed sample of rows Z (m, p) float64 in pursuit coordinates: O(m^2 d)."""
@@ -574,7 +585,7 @@ def objective(index: str, X, labels=None, *, sphere: bool = False, sample: int |
 
     labels : (n,) class labels (lda, pda, purity). sphere : evaluate on the sphered data
     (tourr's ``sphere = TRUE``: principal components scaled to unit variance). sample : rows to
-    evaluate on, drawn once with ``seed`` (holes/cmass: None = all rows; purity: default 2000,
+    evaluate on, drawn once with ``seed`` (holes/cmass: None = all rows; purity: default 1000,
     at most 10,000; lda/pda: always all rows, through the scatter). lam : pda's penalty.
     bandwidth : purity's kernel width relative to the view's RMS spread.
     Costs at construction: lda/pda and ``sphere``: two passes over X (``class_scatter``); holes,
@@ -587,6 +598,8 @@ def objective(index: str, X, labels=None, *, sphere: bool = False, sample: int |
         X = X.astype(np.float64)
     n, p = X.shape
     spec = {"index": index, "sphere": bool(sphere), "seed": int(seed)}
+    if index in ("lda", "pda", "purity") and labels is None:
+        raise ValueError(f"{index}: this index needs class labels (labels=...)")
     if index in ("lda", "pda"):
         if sample is not None:
             raise ValueError(f"{index}: sample does not apply (the scatter is computed over all rows once)")
@@ -601,14 +614,14 @@ def objective(index: str, X, labels=None, *, sphere: bool = False, sample: int |
         rows = _sample_rows(n, sample, seed)
         spec["sample"] = None if rows is None else int(sample)
         Xs = X if rows is None else X[like(rows, X)]
-        mean = S.mean if S is not None else to_host(Xs.astype(np.float64).mean(axis=0))
+        mean = S.mean if S is not None else to_host(Xs.mean(axis=0, dtype=np.float64))
         if not np.all(np.isfinite(mean)):
             raise ValueError("objective: X contains NaN or infinite values")
         if sphere:
             return _HolesObjective(spec, Xs, S.mean, _sphering(S, "objective"), [n, p, *S.mean.tolist()])
         return _HolesObjective(spec, Xs, np.zeros(p), None, [n, p, *mean.tolist()])
     # purity
-    sample = _purity_sample(2000 if sample is None else sample, "purity")
+    sample = _purity_sample(PURITY_SAMPLE if sample is None else sample, "purity")
     spec.update(sample=sample, bandwidth=_bandwidth(bandwidth, "purity"))
     codes, k = _codes(labels, n, "purity", X)
     _need_classes(k, "purity")
@@ -684,10 +697,10 @@ def optimize(X, index, *, labels=None, d: int = 2, start=None, seed: int = 0, **
     options : build options of :func:`objective` (``sphere``, ``sample``, ``lam``, ``bandwidth``)
         and search options of :meth:`Objective.maximize` (``restarts``, ``maxiter``, ``tol``,
         ``closed_form``), plus ``polish`` (CG iterations on all rows after a sampled search,
-        default 25).
+        default 50; it stops earlier once converged).
     lda/pda: the closed form (exact). holes/cmass: with n > 200,000 rows and no ``sample`` given,
     the multi-start search runs on a seeded 200,000-row sample and the best frame is then polished
-    on all rows. purity: on its sample (default 2,000 rows). See the module docstring for why.
+    on all rows. purity: on its sample (default 1,000 rows). See the module docstring for why.
     """
     search_keys = {"restarts", "maxiter", "tol", "closed_form"}
     build_keys = {"sphere", "sample", "lam", "bandwidth"}
@@ -696,7 +709,7 @@ def optimize(X, index, *, labels=None, d: int = 2, start=None, seed: int = 0, **
         raise TypeError(f"optimize: unknown option(s) {', '.join(sorted(unknown))}")
     search = {k: v for k, v in options.items() if k in search_keys}
     build = {k: v for k, v in options.items() if k in build_keys}
-    polish = options.get("polish", 25)
+    polish = options.get("polish", 50)
     if isinstance(index, Objective):
         if build:
             raise TypeError(f"optimize: {', '.join(sorted(build))} cannot change an existing Objective")
@@ -704,14 +717,13 @@ def optimize(X, index, *, labels=None, d: int = 2, start=None, seed: int = 0, **
     X = _matrix(X, "X", "optimize", min_cols=2)
     n = X.shape[0]
     sampled = index in ("holes", "cmass") and "sample" not in build and n > SEARCH_SAMPLE
-    if sampled:
-        build["sample"] = SEARCH_SAMPLE
-    best = objective(index, X, labels, seed=seed, **build).maximize(d, start=start, seed=seed, **search)
-    if sampled and polish:
-        build.pop("sample")
-        full = objective(index, X, labels, seed=seed, **build)
-        return full.climb(best.frame, maxiter=int(polish), tol=search.get("tol", 1e-10))[-1]
-    return best.frame
+    full = objective(index, X, labels, seed=seed, **build)
+    if not sampled:
+        return full.maximize(d, start=start, seed=seed, **search).frame
+    best = full.subsample(SEARCH_SAMPLE, seed).maximize(d, start=start, seed=seed, **search)
+    if not polish:
+        return best.frame
+    return full.climb(best.frame, maxiter=int(polish), tol=search.get("tol", 1e-10))[-1]
 
 
 def lda_frame(X, labels, d: int = 2, *, lam: float = 0.0) -> np.ndarray:
