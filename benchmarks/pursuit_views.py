@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         "random frame": np.linalg.qr(np.random.default_rng(1).standard_normal((15, 2)))[0],
         f"tourr guided tour (LDA, rows 1::{k})": np.array(tourr["frame"]),
         "ours: LDA closed form": lda_obj.maximize(2).frame,
-        "ours: purity, CG x5 starts": pur.maximize(2, restarts=4, seed=0).frame,
+        "ours: purity, CG x4 starts": pur.maximize(2, restarts=4, seed=0).frame,
     }
     tiles = [panel(X @ F, labels, colors, f"{name}   lda {lda_obj.value(F):.4f}  purity {pur.value(F):.3f}")
              for name, F in frames.items()]
