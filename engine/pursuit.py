@@ -658,7 +658,7 @@ def _ascend(obj: Objective, G: np.ndarray, maxiter: int, tol: float):
     g = _tangent(G, E)
     gg = float(np.sum(g * g))
     dirn = g
-    path, evals, angle = [G], 1, 0.2  # first trial step turns the view by 0.2 rad
+    path, evals, angle, flat = [G], 1, 0.2, 0  # first trial step turns the view by 0.2 rad
     for _ in range(maxiter):
         if gg <= 1e-30:
             break
@@ -683,7 +683,8 @@ def _ascend(obj: Objective, G: np.ndarray, maxiter: int, tol: float):
         gain = fn - f
         G, f, g, gg = Gn, fn, gn, float(np.sum(gn * gn))
         path.append(G)
-        if gain <= tol * max(abs(f), 1e-12):
+        flat = flat + 1 if gain <= tol * max(abs(f), 1e-12) else 0
+        if flat >= 3:  # three negligible steps in a row (one alone can follow a CG restart)
             break
     return G, f, evals, path
 

@@ -651,7 +651,7 @@ class GuidedTour(GrandTour):
         while True:
             while self._plan:
                 path = _GeoPath(F, self._plan.pop(0))
-                if path.length >= MIN_SEGMENT:
+                if path.length > 0.0:
                     return path
             if self._phase == "done":
                 return _GeoPath(F, F)
@@ -666,9 +666,13 @@ class GuidedTour(GrandTour):
                     self._plan = self._waypoints(frames)
                     continue
             # search: one candidate per call, resting at F in between
+            exact = self._candidates == 0 and obj.name in ("lda", "pda")  # the closed-form optimum
             top = obj.climb(self._candidate(F), maxiter=self._opts["polish"])[-1]
             v = obj.value(top)
             self._note(top, v)
+            if exact and v > self._here and _plane_distance(top, F) > 1e-6:
+                self._here, self._tries, self._plan = v, 0, [top]  # end exactly on it, however close
+                continue
             if v - self._here > GUIDED_REL_GAIN * max(abs(self._here), 1e-12) and (
                     _plane_distance(top, F) > GUIDED_MIN_MOVE):
                 self._here, self._tries, self._plan = v, 0, [top]
