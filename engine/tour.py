@@ -600,7 +600,8 @@ class GuidedTour(GrandTour):
        in a random direction, ``alpha`` shrinking by ``cooling`` after each try (annealing). A
        candidate better by 0.1 % and at least 0.01 away becomes the next target; 3. after
        ``max_tries`` failed candidates in a row the tour rests on the best view (``status ==
-       "finished"``). ``set_frame`` (a handle drag) and ``rewind`` start climbing again from there.
+       "finished"``). ``set_frame`` (a handle drag) and ``rewind`` start climbing again from there
+       (``set_frame`` only records the frame: the next step that moves plans the climb).
     ``value`` is the index at the current frame; ``best`` the best (value, frame) so far.
     Cost: a climb or a candidate runs inside the ``step`` that reaches a piece's end: ~40-150
     index evaluations with gradients, i.e. milliseconds for lda/pda (p x p), N-row passes for
@@ -723,9 +724,18 @@ class GuidedTour(GrandTour):
         return super().step(dt)
 
     def set_frame(self, F) -> None:
-        """Jump to F; the search starts again, climbing from there."""
+        """Jump to F; the search starts again, climbing from there at the next ``step`` that moves.
+
+        Nothing is computed here: a handle drag sets a frame on every mouse move with the tour
+        paused, and each would otherwise pay for a whole climb it never follows."""
+        F = check_frame(F, "F", "GuidedTour.set_frame", shape=(self.p, self.d))
+        F = orthonormal_columns(F, "F", "GuidedTour.set_frame")
         self._reset_search()
-        super().set_frame(F)
+        if self._pos > self._begin:
+            self._history.append((self._path, self._begin, self._pos))
+        self._path = _GeoPath(F, F)  # rest at F; the next step that moves plans the climb
+        self._begin = self._pos = 0.0
+        self._update()
 
     def rewind(self, seconds: float) -> np.ndarray:
         """As ``GrandTour.rewind``; the planned climb is dropped and recomputed from where the
@@ -752,9 +762,10 @@ class GuidedTour(GrandTour):
 
     @property
     def status(self) -> str:
-        """"climbing" (moving to a planned target), "searching" (resting while trying restart
-        candidates, one per step) or "finished" (resting on the best view found)."""
-        if self._path.length > 0.0 or self._plan:
+        """"climbing" (moving to a planned target, or about to climb from a frame just set),
+        "searching" (resting while trying restart candidates, one per step) or "finished" (resting
+        on the best view found)."""
+        if self._path.length > 0.0 or self._plan or self._phase == "climb":
             return "climbing"
         return "finished" if self._phase == "done" else "searching"
 

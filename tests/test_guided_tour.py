@@ -143,6 +143,27 @@ def test_set_frame_and_rewind_restart_the_climb(rng):
     assert tour.value == pytest.approx(top, rel=1e-9)
 
 
+def test_set_frame_plans_nothing_until_the_tour_moves(rng):
+    """A handle drag sets a frame per mouse move with the tour paused: no climb may run then."""
+    X, labels = classes(rng)
+    obj = P.objective("lda", X, labels)
+    climbs = []
+    real = obj.climb
+    obj.climb = lambda F, **kw: climbs.append(1) or real(F, **kw)
+    tour = T.GuidedTour(8, 2, index=obj, seed=2)
+    climbs.clear()
+    tour.pause()
+    for _ in range(20):
+        F = T.random_frame(8, 2, rng)
+        tour.set_frame(F)
+        np.testing.assert_allclose(tour.frame, F, atol=1e-15)
+        assert tour.status == "climbing" and tour.step(0.1) is tour.frame
+    assert climbs == []
+    tour.play()
+    tour.step(0.05)
+    assert climbs and tour.value > obj.value(F)
+
+
 def test_guided_tour_rejects_bad_arguments(rng):
     X, labels = classes(rng, p=5)
     with pytest.raises(ValueError, match="needs data"):
