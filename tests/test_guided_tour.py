@@ -164,6 +164,24 @@ def test_set_frame_plans_nothing_until_the_tour_moves(rng):
     assert climbs and tour.value > obj.value(F)
 
 
+def test_a_short_climb_per_step_still_reaches_the_top(rng):
+    """climb=5: no step runs more than 5 CG iterations of ascent, and the tour climbs on, piece by
+    piece, to the same optimum (a viewer's frames stay short)."""
+    X, labels = classes(rng)
+    obj = P.objective("lda", X, labels)
+    asked = []
+    real = obj.climb
+    obj.climb = lambda F, maxiter=200, **kw: asked.append(maxiter) or real(F, maxiter=maxiter, **kw)
+    tour = T.GuidedTour(8, 2, index=obj, seed=4, climb=5, polish=7)
+    run(tour)
+    assert asked and max(asked) <= 7 and asked.count(5) >= 2  # several short climbs in a row
+    assert tour.value == pytest.approx(obj.maximize(2).value, rel=1e-9)
+    state = json.loads(json.dumps(tour.state()))
+    assert state["guided"]["options"]["climb"] == 5
+    del state["guided"]["options"]["climb"]  # a state saved before the option existed
+    assert T.GuidedTour.from_state(state, objective=obj)._opts["climb"] == 200
+
+
 def test_guided_tour_rejects_bad_arguments(rng):
     X, labels = classes(rng, p=5)
     with pytest.raises(ValueError, match="needs data"):
