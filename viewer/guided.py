@@ -62,6 +62,7 @@ GUIDED_HELP = (("u", "guided tour on / off: climb to the view the index likes be
                ("w", "best view of the selection (LDA: selected vs the rest)"))
 SAMPLE = {"holes": (5_000, 200_000), "purity": (300, 1_000)}  # rows (CPU, GPU) for the sampled indices
 POLISH = 20            # CG iterations per restart candidate: one candidate runs inside one frame
+CLIMB = 10             # CG iterations of ascent per step: a climb is spread over the frames it animates
 SELECTION_SECONDS = 0.8
 CACHE = 16             # objectives (and scatters) kept: a few layers x indices
 SETTLE_STEPS = 20_000  # steps of a still's search for the best view (about 11 min of tour at 30 fps)
@@ -216,7 +217,7 @@ class GuidedMode:
             obj = self.objective(index, X, key, labels, attribute)
             self.optimum(obj, tour.d)  # fails now, not inside a frame, when the closed form cannot exist
             guided = GuidedTour(tour.p, tour.d, index=obj, start=tour.frame, seed=self._seed(),
-                                speed=tour.speed, polish=POLISH)
+                                speed=tour.speed, polish=POLISH, climb=CLIMB)
         except ValueError as exc:
             raise GuidedError(f"{index} cannot guide this layer: {exc}") from exc
         if not play:
