@@ -10,7 +10,8 @@ controllers), then ``on_draw`` (points, HUD, the guided badge) and ``glFinish``.
 median, 95th percentile and maximum of the ``advance`` time (where the guided work happens) and of
 the whole frame, the mean added per frame (guided minus grand, amortising the climbs), and the
 one-off costs: starting the guided tour (the objective: lda/pda one class-scatter pass over N,
-holes/cmass one sphering pass, purity its sample) and re-targeting on a layer change. Medians with
+holes/cmass one sphering pass, purity its sample), re-targeting on a layer change and the
+selection view (``w``: two class-scatter passes of a ~10 % selection and the closed form). Medians with
 N, p and the GL renderer; no floor applies to the search work (it is bounded by the row samples
 of ``viewer.guided.index_options``, not by N).
 
@@ -135,6 +136,12 @@ def main(argv=None) -> int:
                                  np.asarray(bundle.attributes["label"].values), "label")),
                              "added_mean_ms": float((adv.mean() - g_adv.mean()) * 1e3),
                              "added_median_ms": float((np.median(tot) - np.median(g_tot)) * 1e3)})
+            c.set_selection(np.asarray(bundle.attributes["label"].values) < 2)  # ~10 % selected
+            t = time.perf_counter()
+            hold = ctrl.select_view(c)
+            sel_ms = (time.perf_counter() - t) * 1e3
+            rows.append({"n": n, "mode": "w", "selection_ms": sel_ms, "selected": hold.count,
+                         "lda_before": hold.before, "lda_after": hold.after})
         finally:
             c.close()
         del bundle
@@ -146,6 +153,10 @@ def main(argv=None) -> int:
     print(f"{'N':>10} {'mode':<7}{'adv med':>9}{'p95':>8}{'max':>8}{'frame med':>11}{'p95':>8}{'max':>8}"
           f"{'+mean adv':>11}{'start':>9}{'retarget':>10}  status")
     for r in rows:
+        if r["mode"] == "w":
+            print(f"{r['n']:>10,} w      selection view of {r['selected']:,} points: "
+                  f"{r['selection_ms']:.1f} ms (1-Lambda {r['lda_before']:.3f} -> {r['lda_after']:.3f})")
+            continue
         a, f = r["advance"], r["frame"]
         extra = "" if r["mode"] == "grand" else (
             f"{r['added_mean_ms']:>11.2f}{r['start_ms']:>9.1f}{r['retarget_ms']:>10.1f}  {r['status_after']}"

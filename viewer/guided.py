@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import pursuit as P
-from engine.device import array_module
+from engine.device import array_module, like
 from engine.tour import GrandTour, GuidedTour
 from viewer import hud
 from viewer import layout as vlayout
@@ -61,7 +61,8 @@ GUIDED_HELP = (("u", "guided tour on / off: climb to the view the index likes be
                ("n", "guided tour's index: lda → pda → holes → cmass → purity"),
                ("w", "best view of the selection (LDA: selected vs the rest)"))
 SAMPLE = {"holes": (5_000, 200_000), "purity": (300, 1_000)}  # rows (CPU, GPU) for the sampled indices
-POLISH = 20            # CG iterations per restart candidate: one candidate runs inside one frame
+POLISH = {"purity": 10}  # CG iterations per restart candidate (default 20): one runs inside one frame,
+# and a purity iteration (O(300^2) on the sample) costs ~1.5 ms on a CPU core
 CLIMB = 10             # CG iterations of ascent per step: a climb is spread over the frames it animates
 SELECTION_SECONDS = 0.8
 CACHE = 16             # objectives (and scatters) kept: a few layers x indices
@@ -217,7 +218,7 @@ class GuidedMode:
             obj = self.objective(index, X, key, labels, attribute)
             self.optimum(obj, tour.d)  # fails now, not inside a frame, when the closed form cannot exist
             guided = GuidedTour(tour.p, tour.d, index=obj, start=tour.frame, seed=self._seed(),
-                                speed=tour.speed, polish=POLISH, climb=CLIMB)
+                                speed=tour.speed, polish=POLISH.get(index, 20), climb=CLIMB)
         except ValueError as exc:
             raise GuidedError(f"{index} cannot guide this layer: {exc}") from exc
         if not play:
@@ -261,12 +262,14 @@ class GuidedMode:
             raise GuidedError("select points first (b or l); w then shows the view that separates them")
         if count == n:
             raise GuidedError("every point is selected: nothing to separate them from (x clears)")
+        d = frame.shape[1]
         try:
-            F = P.selection_view(X, mask, d=frame.shape[1])
-            obj = P.scatter_objective("lda", P.class_scatter(X, mask))
+            F = P.selection_view(X, mask, d=d)
+            Y = X @ like(np.hstack([frame, F]).astype(X.dtype), X)  # both views at once: (N, 2d)
+            before, after = P.lda(Y[:, :d], mask), P.lda(Y[:, d:], mask)
         except ValueError as exc:
             raise GuidedError(f"selection view: {exc}") from exc
-        self.hold = SelectionHold(count, n, obj.value(frame), obj.value(F), F, GoTo(frame, F, duration))
+        self.hold = SelectionHold(count, n, before, after, F, GoTo(frame, F, duration))
         return self.hold
 
     # ---- what the badge says ---------------------------------------------------------------------

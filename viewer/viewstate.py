@@ -73,7 +73,7 @@ def _controller_states(canvas) -> dict:
     out = {}
     for pane, c in _controllers(canvas):
         key = getattr(c, "state_key", None)
-        if key and key not in out:
+        if key and key not in out and hasattr(c, "save_state"):
             entry = c.save_state(pane)
             if entry is not None:
                 out[key] = entry
@@ -155,7 +155,7 @@ def validate(state, source: str = "view state") -> None:
         _validate_handle(h, k, n, p, fail)
     ctrl = state.get("controllers", {})
     if not isinstance(ctrl, dict) or len(ctrl) > 64 or not all(
-            isinstance(k, str) and isinstance(v, dict) for k, v in ctrl.items()):
+            isinstance(k, str) and k and isinstance(v, dict) for k, v in ctrl.items()):
         fail("controllers", "must be an object of objects (one per controller)")
     for k in ctrl:
         _validate_text(k, f"controllers.{k}", fail)
@@ -353,8 +353,8 @@ def restore_tour(canvas, tour_state: dict, saved: dict | None = None) -> None:
 
     entries = (saved or {}).get("controllers") or {}
     for pane, c in _controllers(canvas):
-        key = getattr(c, "state_key", None)
-        if c.restore_tour(pane, tour_state, entries.get(key) if key else None):
+        key, hook = getattr(c, "state_key", None), getattr(c, "restore_tour", None)
+        if hook is not None and hook(pane, tour_state, entries.get(key) if key else None):
             return
     tour = canvas.tour
     try:
