@@ -520,6 +520,38 @@ def test_render_guided_still_reaches_the_closed_form(tmp_path, rng):
         c.close()
 
 
+@pytest.mark.gl
+@pytest.mark.parametrize("compare", [False, True])
+def test_view_guided_starts_the_window_in_guided_mode(tmp_path, rng, monkeypatch, compare):
+    import vispy.app
+
+    import viewer.canvas
+    import viewer.compare
+
+    bundle, _, _ = planted_bundle(tmp_path / "v.lt", rng, n=120)
+    opened = []
+    module, name = (viewer.compare, "CompareCanvas") if compare else (viewer.canvas, "TourCanvas")
+    base = getattr(module, name)
+
+    class Recorded(base):
+        def __init__(self, *args, **kwargs):
+            kwargs["show"] = False
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(module, name, Recorded)
+    monkeypatch.setattr(vispy.app, "run", lambda: None)
+    try:
+        extra = ["--compare", "net", "other"] if compare else []
+        assert _main("view", bundle.path, "--guided", "pda", "--size", "700x400", *extra) == 0
+        (c,) = opened
+        assert isinstance(c.tour, GuidedTour) and c.tour.index == "pda"
+        assert G.controller_of(c).mode.attribute == "label"
+    finally:
+        for c in opened:
+            c.close()
+
+
 def test_guided_cli_errors_name_the_option(tmp_path, rng, capsys):
     bundle, _, _ = planted_bundle(tmp_path / "b.lt", rng, n=80)
     with pytest.raises(SystemExit) as exc:

@@ -84,8 +84,9 @@ def check_index(name) -> str:
 def index_options(index: str, on_device: bool) -> dict:
     """The ``engine.pursuit.objective`` options the viewer uses for ``index``.
 
-    holes/cmass: sphered (tourr's ``sphere = TRUE``: on raw layer coordinates every view of a
-    UMAP layer has an empty centre) on a seeded row sample; purity: its O(sample^2) sample;
+    holes/cmass: sphered (tourr's ``sphere = TRUE``; on raw layer coordinates exp(-|y|^2 / 2)
+    measures the view's scale as much as its shape, so views along the layer's narrow directions
+    would win cmass for being small) on a seeded row sample; purity: its O(sample^2) sample;
     pda: lam = 0.2 (Lee & Cook's default); lda: nothing (all rows, through the scatter).
     """
     if index in ("holes", "cmass"):
