@@ -821,7 +821,17 @@ class GuidedTour(GrandTour):
             b = g["best"]
             tour._best = None if b is None else (
                 float(b[0]), check_frame(b[1], "best", "GuidedTour.from_state", shape=shape))
-        except (KeyError, TypeError) as exc:
+            # Numbers from a file: finite and in range, or a saved view could stall the search.
+            if tour._tries < 0 or tour._candidates < 0 or len(tour._plan) > 10_000:
+                raise ValueError("GuidedTour.from_state: tries, candidates must be >= 0 and the plan at most "
+                                 "10,000 frames")
+            if not (np.isfinite(tour._alpha) and 0.0 < tour._alpha <= np.pi / 2):
+                raise ValueError(f"GuidedTour.from_state: alpha={tour._alpha!r} must lie in (0, pi/2]")
+            if np.isnan(tour._here) or tour._here == np.inf or (
+                    tour._best is not None and not np.isfinite(tour._best[0])):
+                raise ValueError("GuidedTour.from_state: the index values 'here' (or -inf before the "
+                                 "first) and 'best' must be finite")
+        except (KeyError, TypeError, IndexError, OverflowError) as exc:
             raise ValueError(f"GuidedTour.from_state: malformed state ({type(exc).__name__}: {exc})") from exc
         return tour
 

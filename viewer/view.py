@@ -163,13 +163,17 @@ class ModelView:
 
     # ------------------------------------------------------------------ layers
     def set_layer(self, i: int, animate: bool = True) -> bool:
-        """Show layer i, blending from what is drawn now when ``animate``; False if nothing changed."""
+        """Show layer i, blending from what is drawn now when ``animate``; False if nothing changed.
+
+        Its data are read first, so a layer that fails its checks (``engine.store.BundleError``)
+        raises before anything changes."""
         n = len(self.model.layers)
         i = int(i)
         if not 0 <= i < n:
             raise IndexError(f"model {self.model.name!r} has {n} layers, not {i}")
         if i == self.layer_index and self.transition is None:
             return False
+        self.layer_data(i)  # read (and check) it now: a corrupt layer raises here, nothing changes
         ia, ib, s = self.blend()
         start = ib if s >= 0.5 else ia
         self.transition = (start, i, 0.0) if animate and start != i else None

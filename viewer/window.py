@@ -23,6 +23,7 @@ returns True. A new interaction mode (e.g. a guided tour's keys) is one more sub
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from types import SimpleNamespace
 import numpy as np
 from vispy import app, gloo
 
+from engine.errors import UserError
+from engine.tour import MAX_SPEED
 from viewer import colors as vcolors
 from viewer import hud
 from viewer import layout as vlayout
@@ -556,6 +559,10 @@ class TourWindow(app.Canvas):
         return None, None
 
     def on_mouse_press(self, event) -> None:
+        with self.user_errors_shown():
+            self._mouse_press(event)
+
+    def _mouse_press(self, event) -> None:
         x, y = (float(v) for v in event.pos[:2])
         lay = self.layout()
         pane = self.pane_at(x, y)
@@ -685,7 +692,23 @@ class TourWindow(app.Canvas):
         if not self.dispatch(pane, "on_mouse_wheel", local):
             pane.zoom_at(local.pos, 1.15 ** steps)
 
+    @contextlib.contextmanager
+    def user_errors_shown(self):
+        """A mistake in the user's data met while handling an event (a layer of the bundle that
+        turns out to be corrupt when first shown, say) goes to the status line, not to a traceback
+        in the terminal; the window keeps what it showed."""
+        try:
+            yield
+        except UserError as exc:
+            log.warning("%s", exc)
+            self.status_message(f"error: {exc}", 8.0)
+            self.update()
+
     def on_key_press(self, event) -> None:
+        with self.user_errors_shown():
+            self._key_press(event)
+
+    def _key_press(self, event) -> None:
         if self.entry.key(event):
             self.after_entry()
             self.update()
@@ -713,8 +736,10 @@ class TourWindow(app.Canvas):
         if text == " " or key == "space":
             tour.pause() if tour.playing else tour.play()
         elif text in ("+", "=", "-", "_"):
-            tour.speed = tour.speed * 1.25 if text in ("+", "=") else tour.speed / 1.25
-            self.status_message(f"tour speed {tour.speed:.3g} rad/s")
+            faster = text in ("+", "=")
+            tour.speed = min(tour.speed * 1.25, MAX_SPEED) if faster else tour.speed / 1.25
+            top = " (the fastest)" if faster and tour.speed >= MAX_SPEED else ""
+            self.status_message(f"tour speed {tour.speed:.3g} rad/s{top}")
         elif key in ("backspace", "left"):
             tour.pause()
             tour.rewind(SCRUB_SECONDS)
