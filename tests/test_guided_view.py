@@ -114,14 +114,15 @@ def test_index_cycling_and_bad_names(rng):
 def test_selection_view_improves_the_lda_of_the_mask(rng):
     X, _, _ = planted(rng, n=800)
     mask = X[:, 2] + 0.5 * X[:, 4] > 0.6  # a group defined off the planted plane
-    F0 = random_frame(rng, 6)
+    F0 = np.zeros((6, 2))
+    F0[[0, 1, 3, 5]] = random_frame(rng, 4)  # a view that does not see the group's direction
     mode = G.GuidedMode()
     hold = mode.selection_view(F0, X, mask)
     assert mode.hold is hold and hold.count == int(mask.sum()) and hold.n == 800
     X64 = X.astype(np.float64)  # the badge's values come from one float32 projection: 1e-6 is plenty
     assert hold.before == pytest.approx(P.lda(X64 @ F0, mask), rel=1e-6)
     assert hold.after == pytest.approx(P.lda(X64 @ hold.frame, mask), rel=1e-6)
-    assert hold.after > hold.before + 0.2
+    assert hold.after > hold.before + 0.15  # (at least 0.26 over 300 seeds)
     assert P.lda(X64 @ hold.frame, mask) == pytest.approx(closed_form_lda(X, mask), rel=1e-9)
     # the glide: view_path + smoothstep from F0, ending exactly on the selection view
     F, done = hold.glide.step(0.0)
