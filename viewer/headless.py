@@ -120,14 +120,28 @@ def _capture(canvas, out: Path, frames: int, fps: int, walk: float | None = None
             sink.append(np.ascontiguousarray(canvas.render()[..., :3]))
 
 
+def _start_guided(canvas, guided: str | None, frames: int) -> None:
+    """Start the guided tour ``guided`` (an index name) on ``canvas``; for a still (one frame) run it
+    to the best view it finds first. Raises ``viewer.guided.GuidedError``."""
+    if guided is None:
+        return
+    from viewer import guided as vguided
+
+    ctrl = vguided.start(canvas, guided)
+    if frames == 1:
+        ctrl.settle(canvas)
+        canvas.reset_view()  # frame the view found, not the one the search started from
+
+
 def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, size=(1600, 800),
                    frames: int = 1, fps: int = 30, dims: int = 2, color=None, render_path: str = "auto",
                    seed: int = 0, device: str = "auto", hud: bool = True, heatmap: bool = True,
-                   warmup: float = 0.0, speed: float | None = None) -> Path:
+                   warmup: float = 0.0, speed: float | None = None, guided: str | None = None) -> Path:
     """Render models ``a`` and ``b`` of ``bundle`` side by side (:class:`viewer.compare.CompareCanvas`:
     one tour, B aligned to A, the similarity heat map unless ``heatmap=False``) to ``out``.
 
-    Arguments as for :func:`render_tour`; ``size`` is the whole window (each model gets half).
+    Arguments as for :func:`render_tour`; ``size`` is the whole window (each model gets half);
+    ``guided`` climbs model A's index.
     """
     out = Path(out)
     _check_out(out, frames, fps)
@@ -144,6 +158,7 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
         canvas.show_hud = hud
         canvas.show_heatmap = heatmap
         canvas.reset_view()
+        _start_guided(canvas, guided, frames)
         if warmup > 0:
             canvas.advance(warmup)
         _capture(canvas, out, frames, fps)
@@ -157,15 +172,20 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
 def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames: int = 1, fps: int = 30,
                 state=None, dims: int = 2, color=None, render_path: str = "auto", seed: int = 0,
                 device: str = "auto", hud: bool = True, warmup: float = 0.0,
-                walk: float | None = None, speed: float | None = None, images: bool = False) -> Path:
+                walk: float | None = None, speed: float | None = None, images: bool = False,
+                guided: str | None = None) -> Path:
     """Render ``frames`` frames of the tour of ``bundle`` (a Bundle or a path) to ``out``.
 
     out : FILE.png (one frame), FILE.gif or FILE.mp4. state : saved view (path or dict from
     ``viewer.viewstate``) to start from, with its handles and selection. warmup : seconds of tour
     to run before the first frame. walk : step to the next layer every ``walk`` seconds of the
     clip (animated transitions, wrapping to the first layer). speed : tour speed in rad/s (default
-    the viewer's). images : draw the bundle's thumbnails (image mode). Returns the output path. Raises
-    ValueError for a bad suffix or frame count, and the bundle's own errors for a bad bundle.
+    the viewer's). images : draw the bundle's thumbnails (image mode). guided : an index name
+    (``viewer.guided.INDEX_ORDER``): the tour is the guided tour of that index, the class indices
+    taking their classes from ``color``; a clip shows the climb from the start frame (or the
+    saved view), a still (``frames=1``) the best view the search finds. Returns the output path.
+    Raises ValueError for a bad suffix or frame count (``viewer.guided.GuidedError``, a
+    ValueError, for an index that cannot guide), and the bundle's own errors for a bad bundle.
     """
     out = Path(out)
     _check_out(out, frames, fps)
@@ -193,6 +213,7 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
 
             controllers.install(canvas, state_path=None if isinstance(state, dict) else state)
             viewstate.apply(canvas, st)
+        _start_guided(canvas, guided, frames)
         if warmup > 0:
             canvas.advance(warmup)
         _capture(canvas, out, frames, fps, walk)

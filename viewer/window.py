@@ -18,7 +18,7 @@ and per-frame work (:meth:`advance`).
 Controllers (:class:`Controller`) are plain objects with optional hooks, called in order for the
 pane under the cursor (keys: for the panes :meth:`key_panes` names); a hook that consumes an event
 returns True. A new interaction mode (e.g. a guided tour's keys) is one more subclass added with
-``pane.controllers.append``.
+``pane.controllers.append`` (:class:`viewer.guided.GuidedController` is one).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Controller:
     """
 
     help: tuple = ()
+    state_key: str | None = None  # the key of this controller's entry in a saved view's "controllers"
 
     def on_key_press(self, pane, event) -> bool:
         return False
@@ -92,6 +93,15 @@ class Controller:
     def handle_set(self):
         """The :class:`viewer.handles.HandleSet` this controller edits (saved views keep it), or None."""
         return None
+
+    def save_state(self, pane) -> dict | None:
+        """This controller's part of a saved view (JSON-able), stored under ``state_key``; None: nothing."""
+        return None
+
+    def restore_tour(self, pane, tour_state: dict, saved) -> bool:
+        """A saved view's tour is being restored (``viewer.viewstate.restore_tour``); ``saved`` is this
+        controller's entry of the view (or None). True when this controller installed the tour."""
+        return False
 
 
 def key_name(event) -> str:
