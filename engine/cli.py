@@ -28,6 +28,9 @@ examples:
   layertour render study.lt --frames 120 --out tour.gif
   layertour prepare --model googlenet --weights DEFAULT --images ~/imagenet/val --n 50000 \\
                     --layers study --out googlenet.lt
+  layertour prepare --model net.py:build --checkpoints runs/ckpt/ --images ~/data/val --out run.lt
+                                                  a training run: every layer at every checkpoint
+  layertour render run.lt --train 8 --layer fc --out training.gif
   layertour info                                  back end, library versions, OpenGL renderer
 """
 
@@ -102,8 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=15, help="embedding dimension (default 15)")
     p.add_argument("--n-neighbors", type=int, default=15)
     p.add_argument("--min-dist", type=float, default=0.1)
-    p.add_argument("--init", default="spectral", choices=["spectral", "previous"],
-                   help="UMAP init: spectral (the study's) or previous (start from the previous layer)")
+    p.add_argument("--checkpoints", nargs="+", metavar="PATH",
+                   help="record a training run: checkpoint files (state dicts or saved modules of --model's "
+                        "architecture), folders of them or globs, in training order (as given; a folder's or "
+                        "glob's files sorted naturally by name); every layer is recorded at every checkpoint")
+    p.add_argument("--trust-checkpoints", action="store_true",
+                   help="allow checkpoints that are pickled modules (PyTorch runs code from such files to "
+                        "load them; only for files you trust)")
+    p.add_argument("--init", default=None, choices=["spectral", "previous", "previous-checkpoint"],
+                   help="UMAP init: spectral (the study's), previous (the previous layer's aligned "
+                        "embedding) or previous-checkpoint (the same layer at the previous checkpoint: the "
+                        "default with --checkpoints, so that images move only where the representation "
+                        "changes; else spectral)")
     p.add_argument("--pooling", default="avg", choices=["avg", "max"])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--umap-backend", default="auto", choices=["auto", "cuml", "umap-learn"])
