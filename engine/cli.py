@@ -66,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a small CNN on scikit-learn digits, embed, align, view",
                        description="The main job on a fresh machine: trains (seeded, cached) a small CNN "
-                                   "on scikit-learn's digits, records its layers, embeds them with UMAP, "
-                                   "aligns them, writes a bundle and opens the viewer (or, with no "
-                                   "display, renders a GIF of the tour).")
+                                   "on scikit-learn's digits keeping 6 checkpoints (the untrained network "
+                                   "first), records its layers at every checkpoint, embeds them with UMAP, "
+                                   "aligns everything into one frame, writes a bundle and opens the viewer "
+                                   "(or, with no display, renders a GIF: the output layer through "
+                                   "training, then a walk through the layers).")
     p.add_argument("--out", type=Path, default=Path("demo.lt"), help="bundle path (default demo.lt)")
     p.add_argument("--no-view", action="store_true", help="do not open a window; render a GIF instead")
     p.add_argument("--gif", type=Path,
@@ -243,11 +245,18 @@ def _demo(args: argparse.Namespace) -> int:
         view = parser.parse_args(["view", str(path)])
         return view.handler(view)
     gif = args.gif or Path(path).with_name(Path(path).stem + "-tour.gif")
-    n_layers = len(load_bundle(path).models["digits-cnn"].layers)
-    walk = 1.5  # seconds per layer: the clip tours every layer once, with animated transitions
+    bundle = load_bundle(path)
+    trained = len(bundle.checkpoints("digits-cnn")) > 1
+    # The showcase: the output layer through training (a still projection, so only learning moves
+    # the points; the HUD names each checkpoint and its accuracy), then every layer of the trained
+    # network with animated transitions while the tour turns, with a sample of the digits drawn as
+    # thumbnails for the last layers.
+    train, walk, fps = 6.0, 1.3, 15
+    start = train if trained else 0.0
     render = parser.parse_args([
-        "render", str(path), "--size", "640x480", "--fps", "20", "--walk", str(walk),
-        "--frames", str(int(n_layers * walk * 20)), "--out", str(gif)])
+        "render", str(path), "--size", "640x480", "--fps", str(fps), "--walk", str(walk), "--images",
+        "--image-sample", "160", "--images-after", str(start + 3.5 * walk), "--out", str(gif),
+        *(["--train", str(train)] if trained else [])])
     rc = render.handler(render)
     if rc == 0:
         print(f"tour rendered to {gif}; explore it with: layertour view {path}")

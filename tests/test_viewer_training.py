@@ -255,11 +255,16 @@ def test_slider_drag_keys_play_and_hud(tmp_path, rng):
         assert c.checkpoint_position == 2.0 and c.hover_checkpoint == (c.pane, 0)
         c.render()
         texts = [t for t, _ in c.overlay.drawn]
-        assert any("checkpoint 3/3 step-200" in t and "accuracy 95.0%" in t for t in texts), texts
+        assert any("step-200  ·  accuracy 95.0%" in t for t in texts), texts
         assert any("checkpoint 1/3 step-0" in t for t in texts)  # the hover hint in the message bar
         boxes = [box for t, box in c.overlay.drawn if t in NAMES]
         assert boxes and all(geom.rect.x - 1 <= bx0 and bx1 <= geom.rect.x1 + 1 and geom.rect.y - 1 <= by0
                              and by1 <= geom.rect.y1 + 1 for bx0, by0, bx1, by1 in boxes)
+        c.set_checkpoint(1.5)
+        c.render()
+        texts = [t for t, _ in c.overlay.drawn]
+        assert any("step-10 → step-200 (50%)  ·  accuracy 55.0% → 95.0%" in t for t in texts), texts
+        c.set_checkpoint(2)
         c.events.key_press(key=keys.Key("["), text="[")
         assert c.view.clock.moving
         c.advance(STEP_SECONDS + 0.01)

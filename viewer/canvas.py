@@ -26,7 +26,7 @@ import numpy as np
 from viewer import colors as vcolors
 from viewer.pane import Pane
 from viewer.points import FADE_ALPHA, IMAGE_SCALE, PointsLayer  # noqa: F401 (re-exported for tests)
-from viewer.timeline import checkpoint_label
+from viewer.timeline import accuracy_label, checkpoint_label
 from viewer.view import POINT_ALPHA, TRANSITION_SECONDS, ZOOM_RANGE, ModelView  # noqa: F401
 from viewer.window import COMMON_HELP, TourWindow
 
@@ -360,6 +360,8 @@ class TourCanvas(TourWindow):
             if msg:
                 self.status_message(msg, 8.0)
         self.points.image_mode = bool(on)
+        # thumbnails are IMAGE_SCALE points wide: frame the cloud so that those at its edge stay whole
+        self.view.pad_px = 0.5 * IMAGE_SCALE * self.view.point_size() if on else 0.0
         self.update()
 
     # ------------------------------------------------------------------ HUD
@@ -370,11 +372,10 @@ class TourCanvas(TourWindow):
         head = f"{self.model.name}  ·  layer {self.layer_index + 1}/{len(self.model.layers)}  {layer.name}"
         v = self.view
         if v.trained:
-            head += (f"  ·  checkpoint {v.checkpoint + 1}/{len(v.checkpoints)} "
-                     f"{checkpoint_label(v.checkpoints, v.clock.position)}")
-            acc = v.state_model.checkpoint_meta.get("accuracy")
-            if isinstance(acc, (int, float)):
-                head += f"  ·  accuracy {100 * acc:.1f}%"
+            head += f"  ·  {checkpoint_label(v.checkpoints, v.clock.position)}"
+            acc = accuracy_label(v)
+            if acc:
+                head += f"  ·  {acc}"
         return [(head, (0.86, 0.88, 0.92, 1.0), 14),
                 (f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {fps}tour {tour} "
                  f"{self.tour.speed:.2g} rad/s  ·  path {self.render_path}", (0.55, 0.58, 0.64, 1.0), 12)]

@@ -39,7 +39,7 @@ from viewer import heatmap as vhm
 from viewer.controllers import BrushController, HandleController, HoverController
 from viewer.pane import Pane
 from viewer.points import PointsLayer
-from viewer.timeline import checkpoint_label
+from viewer.timeline import accuracy_label, checkpoint_label
 from viewer.view import TRANSITION_SECONDS, ModelView
 from viewer.window import COMMON_HELP, TourWindow
 
@@ -178,14 +178,15 @@ class CompareCanvas(TourWindow):
             text = f"{p.model.name} · layer {p.layer_index + 1}/{len(p.model.layers)} {layer}"
             if p.view.trained:
                 text += f" · {checkpoint_label(p.view.checkpoints, p.view.clock.position)}"
-                acc = p.view.state_model.checkpoint_meta.get("accuracy")
-                if isinstance(acc, (int, float)):
-                    text += f" · acc {100 * acc:.1f}%"
+                acc = accuracy_label(p.view)
+                if acc:
+                    text += f" · {acc}"
             return text
 
         return [(f"{name(a)}     |     {name(b)}", (0.86, 0.88, 0.92, 1.0), 14),
                 (f"N {self.bundle.n:,}  ·  p {self.p}  ·  one tour ({tour} {self.tour.speed:.2g} rad/s)  ·  "
-                 f"{b.model.name} aligned to {a.model.name} by Procrustes  ·  path {a.points.describe()}",
+                 f"{self.pane_name(b)} aligned to {self.pane_name(a)} by Procrustes  ·  "
+                 f"path {a.points.describe()}",
                  (0.55, 0.58, 0.64, 1.0), 12)]
 
     def screenshot_stem(self) -> str:

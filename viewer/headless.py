@@ -134,9 +134,10 @@ def _capture(canvas, out: Path, frames: int, fps: int, walk: float | None = None
         if not canvas.view.trained:
             raise ValueError(f"--train: model {canvas.model.name!r} of {canvas.bundle.path} has no training "
                              "run (one state; prepare --checkpoints records one)")
-        canvas.set_checkpoint(0)
         if hold_tour:
             canvas.tour.pause()
+            sweep_framing(canvas)
+        canvas.set_checkpoint(0)
     k = len(canvas.view.checkpoints) if train is not None else 1
     walk_from = train or 0.0
     with _FrameSink(out, fps) as sink:
@@ -155,6 +156,24 @@ def _capture(canvas, out: Path, frames: int, fps: int, walk: float | None = None
             if images_after is not None and t >= images_after and not canvas.image_mode:
                 canvas.set_image_mode(True)
             sink.append(np.ascontiguousarray(canvas.render()[..., :3]))
+
+
+def sweep_framing(canvas) -> None:
+    """Frame every checkpoint of the layer shown at once (for a sweep on a still projection: the
+    camera holds while training moves the points, and none leaves the picture): the framing circle
+    that holds each checkpoint's own (:meth:`viewer.view.ModelView.fit_target`)."""
+    v = canvas.view
+    keep = v.clock.position
+    targets = []
+    for k in range(len(v.checkpoints)):
+        v.set_checkpoint(k)
+        targets.append(v.fit_target(canvas.frame))
+    centers = np.array([c for c, _ in targets], dtype=np.float64)
+    center = 0.5 * (centers.min(axis=0) + centers.max(axis=0))
+    radius = max(float(np.linalg.norm(c - center)) + r for c, r in targets)
+    v.set_checkpoint(keep)
+    v.fit.snap(center, radius)
+    v.fitted = True
 
 
 def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, size=(1600, 800),

@@ -212,7 +212,7 @@ def draw_slider(ov, geom: SliderGeometry, names, position: float, playing: bool,
         ov.lines(curve, green)
         ov.circles(curve, 1.8 * s, green, fill=green, segments=8)
         ov.circles(curve[now:now + 1], 3.0 * s, ACCENT, fill=ACCENT, segments=10)
-        label = f"accuracy {100 * float(accuracy[now]):.0f}%"
+        label = f"accuracy {100 * float(accuracy[now]):.1f}%"
         lx, ly = curve[now]
         size = 10 * s
         right = lx + 6 * s + text_width(label, size) < rect.x1 - 4 * s
@@ -225,7 +225,9 @@ def draw_slider(ov, geom: SliderGeometry, names, position: float, playing: bool,
     size = 10 * s
     gap = (ticks[1] - ticks[0]) if k > 1 else rect.w
     widths = [text_width(str(nm), size) for nm in names]
-    keep = set(range(k)) if max(widths, default=0) + 6 * s <= gap else {0, k - 1, now}
+    # every name when they fit (the end labels are aligned to the slider's ends, so they need 1.5
+    # names of room), else the first, the last and the current one
+    keep = set(range(k)) if 1.5 * max(widths, default=0) + 6 * s <= gap else {0, k - 1, now}
     if hover is not None:
         keep.add(hover)
     label_y = min(rect.y1 - size * 0.7, y + 11 * s)

@@ -142,6 +142,16 @@ def checkpoint_label(names, position: float) -> str:
     return f"{names[lo]} → {names[lo + 1]} ({100 * f:.0f}%)"
 
 
+def accuracy_label(view) -> str:
+    """"accuracy 85.5%" at a checkpoint of ``view`` (a :class:`viewer.view.ModelView`), "accuracy
+    85.5% → 94.8%" between two (both ends: a blend has no accuracy of its own); "" without one."""
+    lo, hi, f = view.clock.pair
+    accs = [view.model_at(k).checkpoint_meta.get("accuracy") for k in ((lo, hi) if f > 0 else (lo,))]
+    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in accs):
+        return ""
+    return "accuracy " + " → ".join(f"{100 * a:.1f}%" for a in accs)
+
+
 # ------------------------------------------------------------------------------ the slider
 
 PLAY_BOX = 26.0  # the play button's side, logical px at scale 1

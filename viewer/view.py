@@ -77,6 +77,7 @@ class ModelView:
         self._projection: tuple | None = None
         self.fit = vfit.Fit.at((0.0, 0.0), 1.0)
         self.fitted = False
+        self.pad_px = 0.0  # logical px the framing keeps free at the plot's edges
 
     # ------------------------------------------------------------------ training axis
     def _set_run(self, checkpoint=None) -> None:
@@ -222,11 +223,16 @@ class ModelView:
 
     # ------------------------------------------------------------------ framing
     def fit_target(self, frame) -> tuple[np.ndarray, float]:
-        """Robust (centre, radius) of the sample as drawn now with ``frame`` (:func:`viewer.fit.target`)."""
+        """Robust (centre, radius) of the sample as drawn now with ``frame`` (:func:`viewer.fit.target`),
+        keeping the points :attr:`pad_px` logical pixels inside the plot's edges (room for
+        thumbnails in image mode)."""
         ia, ib, s = self.blend()
         a = self._sample(ia)
         y = a if s == 0 else (1.0 - s) * a + s * self._sample(ib)
-        return vfit.target(y @ np.asarray(frame, dtype=np.float64)[:, :2], self.size)
+        w, h = self.size
+        m = min(float(self.pad_px), 0.3 * min(w, h))
+        c, r = vfit.target(y @ np.asarray(frame, dtype=np.float64)[:, :2], (w - 2 * m, h - 2 * m))
+        return c, r * min(w, h) / max(min(w, h) - 2 * m, 1.0)
 
     def refit(self, frame) -> None:
         """Frame what is drawn now at once (first frame, ``r``, a new model or dimension)."""

@@ -425,7 +425,7 @@ class TourWindow(app.Canvas):
         if self.tour.playing:
             self.tour.step(dt / max(p.view.zoom for p in self.panes) ** 0.7)
         for pane in self.panes:
-            moving = self.tour.playing or pane.view.moving
+            moving = self.tour.playing or pane.view.moving or self._slider_drag is pane
             if pane.view.advance(dt, pane.frame, follow=moving):
                 self.checkpoint_changed(pane)
         for pane in self.panes:
