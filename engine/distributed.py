@@ -21,6 +21,14 @@ Task graph per model (futures; Dask moves the data between workers):
   client chains them with :func:`engine.align.chain` (equal to ``canonical_alignment``) and joins
   the models with :func:`engine.align.join_frames`; ``similarity_matrix`` is one task per model pair.
 
+A training run (a job with checkpoints) is the same graph once per checkpoint, in training order:
+each checkpoint gets its own :class:`ModelRecipe` (:meth:`ModelRecipe.at`: the checkpoint's weights
+loaded after the model is built, one cached module per worker and checkpoint); with ``--init
+previous-checkpoint`` an embedding task depends on the same layer's embedding at the previous
+checkpoint; the input layer is embedded once and copied by the client; a classifier's logits come
+back from the shards and become per-checkpoint attributes; the client aligns the whole grid from
+the written files (:func:`engine.checkpoints.align_bundle`, as the single-process runner does).
+
 Every task is submitted with ``retries``; a worker that dies mid-task is replaced by its nanny and
 the scheduler reruns what was lost (lost shard data is recomputed from its recipe). Only the
 client writes the bundle.

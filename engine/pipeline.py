@@ -7,6 +7,13 @@ interrupted run keeps every finished layer), and dropped. When every layer of ev
 the layers are aligned into one canonical frame (:mod:`engine.align`), the similarity matrices are
 computed, and the bundle is committed atomically (:class:`engine.store.BundleWriter`).
 
+A job with checkpoints (a training run, ``--checkpoints``) goes through the same per-layer work
+once per checkpoint, in training order, its weights loaded into the module first
+(:mod:`engine.checkpoints`: finding, ordering, loading, the input layer embedded once, the logits of
+a classifier recorded in the same pass and turned into per-checkpoint attributes by
+:mod:`engine.outputs`); the alignment then puts every (checkpoint, layer) into one frame. A plain
+job is the one-checkpoint case.
+
 The run's types live in :mod:`engine.jobs` and the per-layer work in :mod:`engine.layerjob`, both
 shared with the Dask runner. The UMAP back end is checked before anything is recorded, and a
 ``--resume`` whose parameters differ from the interrupted run's is refused with the differences.

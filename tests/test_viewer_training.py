@@ -309,6 +309,29 @@ def test_colourings_follow_the_checkpoint(tmp_path, rng):
 
 
 @gl
+def test_handles_follow_each_checkpoint_and_the_blend(tmp_path, rng):
+    from vispy.util import keys
+
+    from viewer import controllers
+
+    b, data = _run_bundle(tmp_path / "r.lt", rng)
+    c = _canvas(b, rng, layer=1)
+    try:
+        hc = next(x for x in controllers.install(c) if isinstance(x, controllers.HandleController))
+        sel = rng.random(N) < 0.4
+        c.set_selection(sel)
+        c.events.key_press(key=keys.Key("D"), text="d")
+        assert len(hc.handles) == 1
+        for pos in (2.0, 0.0, 0.25):
+            c.set_checkpoint(pos)
+            lo, hi, f = c.view.clock.pair
+            want = (1 - f) * data[lo][1][sel].mean(0) + f * data[hi][1][sel].mean(0)
+            np.testing.assert_allclose(hc.points(c.pane)[0], want, atol=1e-5)
+    finally:
+        c.close()
+
+
+@gl
 def test_compare_two_checkpoints_of_one_model(tmp_path, rng):
     from engine.align import similarity_matrix
     from viewer.compare import CompareCanvas
