@@ -31,7 +31,7 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model to show (default: the bundle's first model)")
     p.add_argument("--layer", help="layer id or index to start on (default: the first layer)")
     p.add_argument("--checkpoint", help="for a training run: the checkpoint (name or index) to show (default "
-                   "the last: the trained model)")
+                   "the last: the trained model; with --compare, for the sides without @CHECKPOINT)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="show models A and B side by side; MODEL@CHECKPOINT names a checkpoint of a training "
                         "run, so --compare net@step-0 net@step-690 shows two states of one model")
@@ -172,15 +172,16 @@ def _checkpoint(args):
     return c
 
 
-def compare_sides(spec):
+def compare_sides(spec, default=None):
     """``--compare A B`` -> ((model, checkpoint or None), (model, checkpoint or None)): each side
-    is MODEL or MODEL@CHECKPOINT (a checkpoint name or index of that model's training run)."""
+    is MODEL or MODEL@CHECKPOINT (a checkpoint name or index of that model's training run); a side
+    without one gets ``default`` (``--checkpoint``)."""
     out = []
     for side in spec:
         model, sep, ck = str(side).partition("@")
         if sep and not ck:
             raise ViewerCliError(f"--compare {side}: give MODEL@CHECKPOINT with a checkpoint name or index")
-        out.append((model, (int(ck) if ck.lstrip("-").isdigit() else ck) if sep else None))
+        out.append((model, (int(ck) if ck.lstrip("-").isdigit() else ck) if sep else default))
     return tuple(out)
 
 
@@ -190,7 +191,7 @@ def _view_compare(args, bundle, app, size) -> int:
 
     if getattr(args, "state", None) is not None:
         raise ViewerCliError("--state applies to the single-model view; it cannot be combined with --compare")
-    (a, ca), (b, cb) = compare_sides(args.compare)
+    (a, ca), (b, cb) = compare_sides(args.compare, _checkpoint(args))
     try:
         canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
                                dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
@@ -234,7 +235,7 @@ def render(args) -> int:
                                  "--compare")
             if args.size == "800x800":  # the parser's default: give each model an 800x800 half
                 size = (1600, 800)
-            (a, ca), (b, cb) = compare_sides(compare)
+            (a, ca), (b, cb) = compare_sides(compare, _checkpoint(args))
             out = render_compare(bundle, args.out, a, b, layer_a=args.layer,
                                  layer_b=_layer_b(bundle, a, b, args.layer), size=size,
                                  frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
