@@ -65,7 +65,7 @@ from engine.frames import orthonormalize, random_frame
 
 __all__ = [
     "INDICES", "Objective", "Optimum", "Scatter", "class_scatter", "cmass", "holes", "lda",
-    "lda_frame", "objective", "optimize", "pda", "purity", "selection_view",
+    "lda_frame", "objective", "optimize", "pda", "purity", "scatter_objective", "selection_view",
 ]
 
 INDICES = ("holes", "cmass", "lda", "pda", "purity")
@@ -603,12 +603,7 @@ def objective(index: str, X, labels=None, *, sphere: bool = False, sample: int |
     if index in ("lda", "pda"):
         if sample is not None:
             raise ValueError(f"{index}: sample does not apply (the scatter is computed over all rows once)")
-        if index == "pda":
-            spec["lam"] = _lam(lam)
-        S = class_scatter(X, labels)
-        _need_classes(len(S.counts), index)
-        M = _sphering(S, "objective") if sphere else None  # T = W + B whatever the labels
-        return _ScatterObjective(spec, S, M, [n, p, *S.counts.tolist(), *S.mean.tolist()])
+        return scatter_objective(index, class_scatter(X, labels), sphere=sphere, seed=seed, lam=lam)
     if index in ("holes", "cmass"):
         S = class_scatter(X) if sphere else None
         rows = _sample_rows(n, sample, seed)
@@ -637,6 +632,29 @@ def objective(index: str, X, labels=None, *, sphere: bool = False, sample: int |
     M = _sphering(class_scatter(X), "objective") if sphere else None
     Z = Xs - c if M is None else (Xs - c) @ like(M, Xs)
     return _PurityObjective(spec, Z, codes, [n, p, k, *to_host(c).tolist()], M)
+
+
+def scatter_objective(index: str, S: Scatter, *, sphere: bool = False, seed: int = 0,
+                      lam: float = 0.2) -> Objective:
+    """lda or pda bound to the class statistics ``S`` of some data X (from ``class_scatter(X,
+    labels)``), without another pass over X: one Scatter serves both indices (and every lam).
+
+    The result is the Objective ``objective(index, X, labels, sphere=sphere, seed=seed, lam=lam)``
+    builds: the same ``spec`` and ``fingerprint``, so ``GuidedTour.from_state`` accepts either.
+    Costs O(p^3) on the host. Raises ValueError for another index or fewer than two classes.
+    """
+    if index not in ("lda", "pda"):
+        raise ValueError(f"scatter_objective: index must be 'lda' or 'pda' (they need only the scatter), "
+                         f"got {index!r}")
+    if not isinstance(S, Scatter):
+        raise TypeError(f"scatter_objective: S must be a Scatter (class_scatter), got {type(S).__name__}")
+    _need_classes(len(S.counts), index)
+    spec = {"index": index, "sphere": bool(sphere), "seed": int(seed)}
+    if index == "pda":
+        spec["lam"] = _lam(lam)
+    M = _sphering(S, "objective") if sphere else None  # T = W + B whatever the labels
+    n, p = S.n, S.W.shape[0]
+    return _ScatterObjective(spec, S, M, [n, p, *S.counts.tolist(), *S.mean.tolist()])
 
 
 # --------------------------------------------------------------------------------- optimiser

@@ -542,7 +542,10 @@ def _parse(root: Path, m, check: _Check, verify: bool) -> Bundle:
         if a not in models or b not in models:
             check.fail(f"{where}: models {a!r}, {b!r} must both be in the bundle")
         shape = (len(models[a].layers), len(models[b].layers))
-        sims[(a, b)] = _open_array(root, check.get(sd, "file", str, where), check, where, shape, np.float32)
+        S = _open_array(root, check.get(sd, "file", str, where), check, where, shape, np.float32)
+        if not np.isfinite(S).all():
+            raise BundleError(f"{S.filename}: NaN or Inf values ({where})")
+        sims[(a, b)] = S
     provenance = check.get(m, "provenance", dict, "manifest", optional=True) or {}
     return Bundle(root, m, n, dim, models, attributes, default, images, provenance, sims, training,
                   training_sims)

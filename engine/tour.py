@@ -596,17 +596,22 @@ class GuidedTour(GrandTour):
     Search, tourr-like (``guided_tour(alpha = 0.5, cooling = 0.99, max.tries = 25)``):
     1. *climb*: local Riemannian conjugate-gradient ascent from the current frame; the tour follows
        its iterates through waypoints about ``waypoint`` radians apart, so the index rises as
-       the picture turns; 2. at the top, *restarts*: one candidate per frame step, each polished by
-       a local climb of at most ``polish`` iterations - first the closed-form optimum where one
-       exists (lda, pda), then ``restarts`` Haar-random frames, then frames ``alpha`` radians away
-       in a random direction, ``alpha`` shrinking by ``cooling`` after each try (annealing). A
-       candidate better by 0.1 % and at least 0.01 away becomes the next target; 3. after
-       ``max_tries`` failed candidates in a row the tour rests on the best view (``status ==
-       "finished"``). ``set_frame`` (a handle drag) and ``rewind`` start climbing again from there.
+       the picture turns. A climb runs at most ``climb`` iterations inside one step; when it is cut
+       short while still gaining, the tour climbs on from its end once it gets there (a viewer
+       gives a small ``climb`` so no single frame pays for a whole ascent); 2. at the top,
+       *restarts*: one candidate per frame step, each polished by a local climb of at most
+       ``polish`` iterations - first the closed-form optimum where one exists (lda, pda), then
+       ``restarts`` Haar-random frames, then frames ``alpha`` radians away in a random direction,
+       ``alpha`` shrinking by ``cooling`` after each try (annealing). A candidate better by 0.1 %
+       and at least 0.01 away becomes the next target; 3. after ``max_tries`` failed candidates in
+       a row the tour rests on the best view (``status == "finished"``). ``set_frame`` (a handle
+       drag) and ``rewind`` start climbing again from there (``set_frame`` only records the frame:
+       the next step that moves plans the climb).
     ``value`` is the index at the current frame; ``best`` the best (value, frame) so far.
-    Cost: a climb or a candidate runs inside the ``step`` that reaches a piece's end: ~40-150
-    index evaluations with gradients, i.e. milliseconds for lda/pda (p x p), N-row passes for
-    holes/cmass (on a CPU give ``sample=`` ~1e5 rows), O(sample^2) per evaluation for purity.
+    Cost: a climb (at most ``climb`` CG iterations) or a candidate (at most ``polish``) runs inside
+    the ``step`` that reaches a piece's end: ~40-150 index evaluations with gradients by default,
+    i.e. milliseconds for lda/pda (p x p), N-row passes for holes/cmass (on a CPU give ``sample=``
+    ~1e5 rows), O(sample^2) per evaluation for purity.
     ``state()`` extends GrandTour's dict with a "guided" entry; ``GuidedTour.from_state(state,
     data=..., labels=...)`` needs the same data back (checked against a fingerprint).
     """
@@ -614,7 +619,7 @@ class GuidedTour(GrandTour):
     def __init__(self, p: int, d: int = 2, *, index, data=None, labels=None, start=None, seed=None,
                  speed: float = 0.25, sphere: bool = False, sample: int | None = None,
                  restarts: int = 4, max_tries: int = 25, alpha: float = 0.5, cooling: float = 0.99,
-                 waypoint: float = 0.5, polish: int = 60, **index_options):
+                 waypoint: float = 0.5, polish: int = 60, climb: int = 200, **index_options):
         p, d = check_dims(p, d, "GuidedTour", strict=True)
         if isinstance(index, Objective):
             if data is not None or labels is not None or index_options or sphere or sample is not None:
@@ -627,7 +632,7 @@ class GuidedTour(GrandTour):
         if obj.p != p:
             raise ValueError(f"GuidedTour: the data have {obj.p} columns but p = {p}")
         self.objective = obj
-        self._opts = _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish)
+        self._opts = _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish, climb)
         self._best = None
         self._reset_search()
         super().__init__(p, d, seed=seed, speed=speed, method="geodesic", start=start)
@@ -688,11 +693,13 @@ class GuidedTour(GrandTour):
                 self._phase = "search"
                 v0 = obj.value(F)
                 self._note(F, v0)
-                frames = obj.climb(F)
+                frames = obj.climb(F, maxiter=self._opts["climb"])
                 self._here = obj.value(frames[-1])
                 self._note(frames[-1], self._here)
                 if self._here - v0 > CLIMB_REL_GAIN * max(abs(v0), 1e-12):
                     self._plan = self._waypoints(frames)
+                    if len(frames) - 1 >= self._opts["climb"]:  # cut short while still gaining: the
+                        self._phase = "climb"                   # piece end after this plan climbs on
                     continue
             # search: one candidate per call, resting at F in between
             exact = self._candidates == 0 and obj.name in ("lda", "pda")  # the closed-form optimum
@@ -725,9 +732,18 @@ class GuidedTour(GrandTour):
         return super().step(dt)
 
     def set_frame(self, F) -> None:
-        """Jump to F; the search starts again, climbing from there."""
+        """Jump to F; the search starts again, climbing from there at the next ``step`` that moves.
+
+        Nothing is computed here: a handle drag sets a frame on every mouse move with the tour
+        paused, and each would otherwise pay for a whole climb it never follows."""
+        F = check_frame(F, "F", "GuidedTour.set_frame", shape=(self.p, self.d))
+        F = orthonormal_columns(F, "F", "GuidedTour.set_frame")
         self._reset_search()
-        super().set_frame(F)
+        if self._pos > self._begin:
+            self._history.append((self._path, self._begin, self._pos))
+        self._path = _GeoPath(F, F)  # rest at F; the next step that moves plans the climb
+        self._begin = self._pos = 0.0
+        self._update()
 
     def rewind(self, seconds: float) -> np.ndarray:
         """As ``GrandTour.rewind``; the planned climb is dropped and recomputed from where the
@@ -754,9 +770,10 @@ class GuidedTour(GrandTour):
 
     @property
     def status(self) -> str:
-        """"climbing" (moving to a planned target), "searching" (resting while trying restart
-        candidates, one per step) or "finished" (resting on the best view found)."""
-        if self._path.length > 0.0 or self._plan:
+        """"climbing" (moving to a planned target, or about to climb from a frame just set),
+        "searching" (resting while trying restart candidates, one per step) or "finished" (resting
+        on the best view found)."""
+        if self._path.length > 0.0 or self._plan or self._phase == "climb":
             return "climbing"
         return "finished" if self._phase == "done" else "searching"
 
@@ -806,12 +823,22 @@ class GuidedTour(GrandTour):
             b = g["best"]
             tour._best = None if b is None else (
                 float(b[0]), check_frame(b[1], "best", "GuidedTour.from_state", shape=shape))
-        except (KeyError, TypeError) as exc:
+            # Numbers from a file: finite and in range, or a saved view could stall the search.
+            if tour._tries < 0 or tour._candidates < 0 or len(tour._plan) > 10_000:
+                raise ValueError("GuidedTour.from_state: tries, candidates must be >= 0 and the plan at most "
+                                 "10,000 frames")
+            if not (np.isfinite(tour._alpha) and 0.0 < tour._alpha <= np.pi / 2):
+                raise ValueError(f"GuidedTour.from_state: alpha={tour._alpha!r} must lie in (0, pi/2]")
+            if np.isnan(tour._here) or tour._here == np.inf or (
+                    tour._best is not None and not np.isfinite(tour._best[0])):
+                raise ValueError("GuidedTour.from_state: the index values 'here' (or -inf before the "
+                                 "first) and 'best' must be finite")
+        except (KeyError, TypeError, IndexError, OverflowError) as exc:
             raise ValueError(f"GuidedTour.from_state: malformed state ({type(exc).__name__}: {exc})") from exc
         return tour
 
 
-def _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish) -> dict:
+def _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish, climb=200) -> dict:
     def count(name, v, lo):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"GuidedTour: {name} must be an integer >= {lo}, got {v!r}")
@@ -825,4 +852,5 @@ def _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish) -> di
 
     return {"restarts": count("restarts", restarts, 0), "max_tries": count("max_tries", max_tries, 1),
             "alpha": real("alpha", alpha, 0.0, np.pi / 2), "cooling": real("cooling", cooling, 0.0, 1.0),
-            "waypoint": real("waypoint", waypoint, 0.0, np.pi), "polish": count("polish", polish, 1)}
+            "waypoint": real("waypoint", waypoint, 0.0, np.pi), "polish": count("polish", polish, 1),
+            "climb": count("climb", climb, 1)}

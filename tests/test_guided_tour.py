@@ -143,6 +143,45 @@ def test_set_frame_and_rewind_restart_the_climb(rng):
     assert tour.value == pytest.approx(top, rel=1e-9)
 
 
+def test_set_frame_plans_nothing_until_the_tour_moves(rng):
+    """A handle drag sets a frame per mouse move with the tour paused: no climb may run then."""
+    X, labels = classes(rng)
+    obj = P.objective("lda", X, labels)
+    climbs = []
+    real = obj.climb
+    obj.climb = lambda F, **kw: climbs.append(1) or real(F, **kw)
+    tour = T.GuidedTour(8, 2, index=obj, seed=2)
+    climbs.clear()
+    tour.pause()
+    for _ in range(20):
+        F = T.random_frame(8, 2, rng)
+        tour.set_frame(F)
+        np.testing.assert_allclose(tour.frame, F, atol=1e-15)
+        assert tour.status == "climbing" and tour.step(0.1) is tour.frame
+    assert climbs == []
+    tour.play()
+    tour.step(0.05)
+    assert climbs and tour.value > obj.value(F)
+
+
+def test_a_short_climb_per_step_still_reaches_the_top(rng):
+    """climb=5: no step runs more than 5 CG iterations of ascent, and the tour climbs on, piece by
+    piece, to the same optimum (a viewer's frames stay short)."""
+    X, labels = classes(rng)
+    obj = P.objective("lda", X, labels)
+    asked = []
+    real = obj.climb
+    obj.climb = lambda F, maxiter=200, **kw: asked.append(maxiter) or real(F, maxiter=maxiter, **kw)
+    tour = T.GuidedTour(8, 2, index=obj, seed=4, climb=5, polish=7)
+    run(tour)
+    assert asked and max(asked) <= 7 and asked.count(5) >= 2  # several short climbs in a row
+    assert tour.value == pytest.approx(obj.maximize(2).value, rel=1e-9)
+    state = json.loads(json.dumps(tour.state()))
+    assert state["guided"]["options"]["climb"] == 5
+    del state["guided"]["options"]["climb"]  # a state saved before the option existed
+    assert T.GuidedTour.from_state(state, objective=obj)._opts["climb"] == 200
+
+
 def test_guided_tour_rejects_bad_arguments(rng):
     X, labels = classes(rng, p=5)
     with pytest.raises(ValueError, match="needs data"):

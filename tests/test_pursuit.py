@@ -167,6 +167,21 @@ def test_pda_at_lambda_zero_is_lda_and_relabelling_changes_nothing(rng):
         assert P.objective(name, X, names).value(F) == pytest.approx(P.objective(name, X, labels).value(F))
 
 
+def test_scatter_objective_is_the_objective_without_another_pass(rng):
+    X, labels = blobs(rng, k=5)
+    S = P.class_scatter(X, labels)
+    F = frame(X.shape[1], 2, rng)
+    for name, kw in (("lda", {}), ("pda", {"lam": 0.3}), ("lda", {"sphere": True})):
+        ours, ref = P.scatter_objective(name, S, **kw), P.objective(name, X, labels, **kw)
+        assert ours.spec == ref.spec and ours.fingerprint == ref.fingerprint
+        assert ours.value(F) == pytest.approx(ref.value(F), rel=1e-12)
+        assert ours.maximize(2).value == pytest.approx(ref.maximize(2).value, rel=1e-12)
+    with pytest.raises(ValueError, match="'lda' or 'pda'"):
+        P.scatter_objective("holes", S)
+    with pytest.raises(ValueError, match="at least two classes"):
+        P.scatter_objective("lda", P.class_scatter(X))
+
+
 def test_class_scatter_chunks_float32_and_total(rng, monkeypatch, tmp_path):
     X, labels = blobs(rng, n=1000, p=5, k=3)
     whole = P.class_scatter(X, labels)

@@ -44,6 +44,63 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=_speed, default=None, metavar="RAD_PER_S",
                    help=f"tour speed in radians per second (default {DEFAULT_SPEED:g}; + and - change it "
                         "live)")
+    p.add_argument("--guided", type=_guided_index, metavar="INDEX",
+                   help="start in the guided tour, which climbs to the view where INDEX is highest: "
+                        "lda / pda (classes separate; PDA is penalised LDA), purity (neighbours share a "
+                        "class), holes / cmass (an empty / a dense centre). The class indices take "
+                        "their classes from --color, which must be categorical. In the viewer u turns it "
+                        "on and off, n picks the next index, w shows the best view of the selection; "
+                        "with --compare it climbs model A's index")
+
+
+GUIDED_INDICES = ("lda", "pda", "holes", "cmass", "purity")  # viewer.guided.INDEX_ORDER (checked by a
+# test), kept here so that ``--help`` does not import VisPy
+CLASS_INDICES = ("lda", "pda", "purity")
+
+
+def _guided_index(text: str) -> str:
+    if text not in GUIDED_INDICES:
+        names = ", ".join(GUIDED_INDICES)
+        raise argparse.ArgumentTypeError(f"unknown index {text!r} (choose one of {names})")
+    return text
+
+
+def _check_guided(args, bundle) -> None:
+    """Refuse a class index whose colouring has no classes before any window opens."""
+    index = getattr(args, "guided", None)
+    if index not in CLASS_INDICES:
+        return
+    attrs = bundle.attributes
+    color = args.color
+    if color is None:
+        default = getattr(bundle, "default_attribute", None)
+        color = default if default in attrs else next(iter(attrs), "none")
+    if color not in attrs and color not in ("none", "movement", "difference"):
+        return  # an unknown attribute: the window names it
+    from viewer.guided import GuidedError, class_source
+
+    try:
+        class_source(index, color, bundle)
+    except GuidedError as exc:
+        raise _guided_error(args, exc) from exc
+
+
+def _guided_error(args, exc) -> ViewerCliError:
+    opt = f"--guided {args.guided}" + (f" --color {args.color}" if args.color else "")
+    hint = " with --color" if "categorical attribute (" in str(exc) else ""
+    return ViewerCliError(f"{opt}: {exc}{hint}")
+
+
+def _start_guided(args, canvas) -> None:
+    if getattr(args, "guided", None) is None:
+        return
+    from viewer import guided
+
+    try:
+        guided.start(canvas, args.guided)
+    except guided.GuidedError as exc:
+        canvas.close()
+        raise _guided_error(args, exc) from exc
 
 
 def _speed(text: str) -> float:
@@ -75,7 +132,9 @@ def register(sub) -> None:
     p.add_argument("--no-hud", dest="hud", action="store_false",
                    help="points only, no text or panels (figures for papers)")
     p.add_argument("--images", action="store_true", help="draw each point as its thumbnail (image mode)")
-    p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
+    p.add_argument("--frames", type=int, default=1,
+                   help="frames to render (1 = a still; with --guided a still is the best view found, a "
+                        "clip shows the climb)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--walk", type=float, metavar="SECONDS",
                    help="step to the next layer every SECONDS (animated), to show every layer")
@@ -141,6 +200,7 @@ def view(args) -> int:
         raise ViewerCliError(str(exc)) from exc
     bundle = _load(args)
     state = _state(args)
+    _check_guided(args, bundle)
     model = args.model or (state["model"] if state else None)
     if getattr(args, "compare", None):
         return _view_compare(args, bundle, app, size)
@@ -153,6 +213,7 @@ def view(args) -> int:
     controllers.install(canvas, state_path=args.state)
     if state is not None:
         viewstate.apply(canvas, state)
+    _start_guided(args, canvas)
     canvas.status_message(f"render path: {canvas.render_path} on {canvas.gl_renderer}  (? for help)", 6.0)
     app.run()
     return 0
@@ -200,6 +261,7 @@ def _view_compare(args, bundle, app, size) -> int:
     except (KeyError, ValueError, IndexError) as exc:
         why = str(exc).strip(chr(39) + chr(34))
         raise ViewerCliError(f"--compare {' '.join(args.compare)}: {why}") from exc
+    _start_guided(args, canvas)
     canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
     app.run()
     return 0
@@ -226,6 +288,7 @@ def render(args) -> int:
         size = parse_size(args.size)
         bundle = _load(args)
         state = _state(args)
+        _check_guided(args, bundle)
         compare = getattr(args, "compare", None)
         if compare:
             if state is not None:
@@ -240,7 +303,7 @@ def render(args) -> int:
                                  layer_b=_layer_b(bundle, a, b, args.layer), size=size,
                                  frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
                                  render_path=args.render_path, seed=args.seed, hud=args.hud, speed=args.speed,
-                                 checkpoint_a=ca, checkpoint_b=cb)
+                                 checkpoint_a=ca, checkpoint_b=cb, guided=args.guided)
         else:
             for opt in ("image_sample", "images_after"):
                 if getattr(args, opt, None) is not None and not args.images:
@@ -251,10 +314,14 @@ def render(args) -> int:
             out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size,
                               frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
                               render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None),
-                              hud=args.hud, speed=args.speed, images=args.images,
+                              hud=args.hud, speed=args.speed, images=args.images, guided=args.guided,
                               checkpoint=_checkpoint(args), train=getattr(args, "train", None),
                               image_sample=sample, images_after=getattr(args, "images_after", None))
     except (KeyError, ValueError, IndexError) as exc:
+        from viewer.guided import GuidedError
+
+        if isinstance(exc, GuidedError):
+            raise _guided_error(args, exc) from exc
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     print(f"wrote {out}")
     return 0

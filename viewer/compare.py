@@ -15,8 +15,10 @@ pan. Linked interaction: each pane keeps its own brush and both show their inter
 colouring (attributes, per-model ``movement``, the pair's ``difference``), the legend filter,
 search highlights, play/pause and re-fit act on both; handles are created in both panes from the
 same point indices (each at its own model's centroid), and dragging one in either pane sets the
-shared frame. The layer-similarity heat map (:mod:`viewer.heatmap`; ``t`` toggles it) is docked
-under B's layer strip and sets both layers on click.
+shared frame. The guided tour (:mod:`viewer.guided`: u, n, w) climbs model A's index (A's layer,
+the colouring's classes) and so steers the shared tour; B follows with Q F, which shows whether
+B separates A's best view too. The layer-similarity heat map (:mod:`viewer.heatmap`; ``t``
+toggles it) is docked under B's layer strip and sets both layers on click.
 
 Training runs: each pane may show a checkpoint of its model's run (``checkpoint_a``,
 ``checkpoint_b``; a model may be compared with itself at two checkpoints) and has its own
@@ -37,6 +39,7 @@ from engine.tour import smoothstep
 from viewer import colors as vcolors
 from viewer import heatmap as vhm
 from viewer.controllers import BrushController, HandleController, HoverController
+from viewer.guided import GUIDED_HELP, GuidedController
 from viewer.pane import Pane
 from viewer.points import PointsLayer
 from viewer.timeline import accuracy_label, checkpoint_label
@@ -52,6 +55,7 @@ COMPARE_HELP = COMMON_HELP[:4] + [
     ("b / l", "rectangle / lasso brush (linked selection)"), ("x", "clear the selection"),
     ("d", "handle at the selection's centroids (both)"), ("Delete", "remove the last handle"),
     ("a", "axis handles"), ("/", "search and highlight"),
+    *((k, d + (" (by model A's data)" if k != "n" else "")) for k, d in GUIDED_HELP),
 ] + COMMON_HELP[4:]
 LINKED_KEYS = ("b", "l", "d", "delete", "a")  # armed / created / removed in both panes
 
@@ -63,6 +67,7 @@ class PaneControls:
     brush: BrushController
     handles: HandleController
     hover: HoverController
+    guided: GuidedController  # one for the window, in both panes' lists: it guides by model A's data
 
 
 class CompareCanvas(TourWindow):
@@ -115,10 +120,11 @@ class CompareCanvas(TourWindow):
 
     def _install(self) -> dict:
         out = {}
+        guided = GuidedController()
         for pane in self.panels:
             pc = PaneControls(BrushController(int(self.bundle.n), export_dir=None),
-                              HandleController(self.p, self.entry), HoverController(self.entry))
-            pane.controllers = [pc.brush, pc.handles, pc.hover]
+                              HandleController(self.p, self.entry), HoverController(self.entry), guided)
+            pane.controllers = [pc.brush, pc.handles, pc.hover, guided]
             out[pane.side] = pc
         return out
 

@@ -176,17 +176,30 @@ def sweep_framing(canvas) -> None:
     v.fitted = True
 
 
+def _start_guided(canvas, guided: str | None, frames: int) -> None:
+    """Start the guided tour ``guided`` (an index name) on ``canvas``; for a still (one frame) run it
+    to the best view it finds first. Raises ``viewer.guided.GuidedError``."""
+    if guided is None:
+        return
+    from viewer import guided as vguided
+
+    ctrl = vguided.start(canvas, guided)
+    if frames == 1:
+        ctrl.settle(canvas)
+        canvas.reset_view()  # frame the view found, not the one the search started from
+
+
 def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, size=(1600, 800),
                    frames: int = 1, fps: int = 30, dims: int = 2, color=None, render_path: str = "auto",
                    seed: int = 0, device: str = "auto", hud: bool = True, heatmap: bool = True,
-                   warmup: float = 0.0, speed: float | None = None, checkpoint_a=None,
-                   checkpoint_b=None) -> Path:
+                   warmup: float = 0.0, speed: float | None = None, guided: str | None = None,
+                   checkpoint_a=None, checkpoint_b=None) -> Path:
     """Render models ``a`` and ``b`` of ``bundle`` side by side (:class:`viewer.compare.CompareCanvas`:
     one tour, B aligned to A, the similarity heat map unless ``heatmap=False``) to ``out``.
 
     Arguments as for :func:`render_tour`; ``size`` is the whole window (each model gets half);
-    ``checkpoint_a`` / ``checkpoint_b`` : the checkpoint of each model's training run to show (a
-    model may be compared with itself at two checkpoints).
+    ``guided`` climbs model A's index; ``checkpoint_a`` / ``checkpoint_b`` : the checkpoint of each
+    model's training run to show (a model may be compared with itself at two checkpoints).
     """
     out = Path(out)
     _check_out(out, frames, fps)
@@ -204,6 +217,7 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
         canvas.show_hud = hud
         canvas.show_heatmap = heatmap
         canvas.reset_view()
+        _start_guided(canvas, guided, frames)
         if warmup > 0:
             canvas.advance(warmup)
         _capture(canvas, out, frames, fps)
@@ -218,8 +232,8 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
                 state=None, dims: int = 2, color=None, render_path: str = "auto", seed: int = 0,
                 device: str = "auto", hud: bool = True, warmup: float = 0.0,
                 walk: float | None = None, speed: float | None = None, images: bool = False,
-                checkpoint=None, train: float | None = None, image_sample: int | None = None,
-                images_after: float | None = None) -> Path:
+                guided: str | None = None, checkpoint=None, train: float | None = None,
+                image_sample: int | None = None, images_after: float | None = None) -> Path:
     """Render ``frames`` frames of the tour of ``bundle`` (a Bundle or a path) to ``out``.
 
     out : FILE.png (one frame), FILE.gif or FILE.mp4. state : saved view (path or dict from
@@ -228,13 +242,17 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
     clip (animated transitions, wrapping to the first layer). speed : tour speed in rad/s (default
     the viewer's). images : draw the bundle's thumbnails (image mode); image_sample : only a seeded
     sample of that many points as thumbnails (the rest as dots); images_after : start image mode
-    that many seconds into the clip. checkpoint : the training run's checkpoint to show (name or
-    index; default the last). train : sweep the training run from its first to its last
-    checkpoint in ``train`` seconds at the layer shown (default the last layer), on a still
-    projection (unless ``speed`` is given) framed on the last checkpoint's principal axes; a walk
-    follows the sweep. ``frames`` left at 1 with ``train`` or ``walk`` renders the whole sweep and
-    walk (:func:`clip_frames`). Returns the output path. Raises ValueError for a bad suffix, frame
-    count or a sweep of a model without a training run, and the bundle's own errors for a bad bundle.
+    that many seconds into the clip. guided : an index name (``viewer.guided.INDEX_ORDER``): the
+    tour is the guided tour of that index, the class indices taking their classes from ``color``;
+    a clip shows the climb from the start frame (or the saved view), a still (``frames=1``) the best
+    view the search finds. checkpoint : the training run's checkpoint to show (name or index;
+    default the last). train : sweep the training run from its first to its last checkpoint in
+    ``train`` seconds at the layer shown (default the last layer), on a still projection (unless
+    ``speed`` is given) framed on the last checkpoint's principal axes; a walk follows the sweep.
+    ``frames`` left at 1 with ``train`` or ``walk`` renders the whole sweep and walk
+    (:func:`clip_frames`). Returns the output path. Raises ValueError for a bad suffix or frame
+    count, a sweep of a model without a training run (``viewer.guided.GuidedError``, a ValueError,
+    for an index that cannot guide), and the bundle's own errors for a bad bundle.
     """
     out = Path(out)
     if not hasattr(bundle, "models"):
@@ -279,6 +297,7 @@ def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames:
 
             controllers.install(canvas, state_path=None if isinstance(state, dict) else state)
             viewstate.apply(canvas, st)
+        _start_guided(canvas, guided, frames)
         if warmup > 0:
             canvas.advance(warmup)
         _capture(canvas, out, frames, fps, walk, train, images_after if images else None,

@@ -64,11 +64,15 @@ def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: s
     max_buffered_frames : frames in flight before the server waits for the browser (>= 1).
     view_options : passed to the window: ``dims`` (2 | 3), ``color``, ``render_path`` (auto |
     cuda | copy | shader), ``device`` (auto | cuda | cpu), ``seed``, ``speed`` (rad/s),
-    ``layer_cache_bytes``. The keys that write files (s screenshot, e export, v view) write into
-    the kernel's working directory, as the desktop writes into the shell's.
+    ``layer_cache_bytes``; and ``guided`` (an index of :mod:`viewer.guided`: lda, pda, holes,
+    cmass, purity): start in the guided tour (the class indices take their classes from
+    ``color``; u / n / w work in the widget as on the desktop). The keys that write files (s
+    screenshot, e export, v view) write into the kernel's working directory, as the desktop writes
+    into the shell's.
 
     Raises ``engine.store.BundleError`` for an unreadable bundle, KeyError for an unknown model,
-    layer or colouring, ValueError for a bad size or option, and
+    layer or colouring, ValueError for a bad size or option (``viewer.guided.GuidedError`` for a
+    ``guided`` index that cannot guide), and
     :class:`viewer.offscreen.OffscreenUnavailable` when no offscreen OpenGL context can be made.
     """
     from engine import load_bundle
@@ -124,10 +128,16 @@ def _remote_class(base):
 
 
 def _make_window(bundle, model, layer, compare, size, view_options, checkpoint=None):
+    from viewer import guided as vguided
+
     options = dict(view_options)
-    unknown = set(options) - {"dims", "color", "render_path", "device", "seed", "speed", "layer_cache_bytes"}
+    unknown = set(options) - {"dims", "color", "render_path", "device", "seed", "speed", "layer_cache_bytes",
+                              "guided"}
     if unknown:
         raise TypeError(f"show() got unexpected options: {', '.join(sorted(unknown))}")
+    index = options.pop("guided", None)
+    if index is not None:
+        vguided.check_index(index)  # before a window exists
     common = dict(size=size, show=False, animate=False, **options)
     if compare is None:
         from viewer import controllers
@@ -135,14 +145,22 @@ def _make_window(bundle, model, layer, compare, size, view_options, checkpoint=N
 
         window = _remote_class(TourCanvas)(bundle, model=model, layer=layer, checkpoint=checkpoint, **common)
         controllers.install(window)
-        return window
-    from viewer.compare import CompareCanvas
+    else:
+        from viewer.compare import CompareCanvas
 
-    a, b = compare if isinstance(compare, (tuple, list)) else (model or next(iter(bundle.models)), compare)
-    layer_a, layer_b = layer if isinstance(layer, (tuple, list)) else (layer, layer)
-    ck_a, ck_b = checkpoint if isinstance(checkpoint, (tuple, list)) else (checkpoint, checkpoint)
-    return _remote_class(CompareCanvas)(bundle, a, b, layer_a=layer_a, layer_b=layer_b, checkpoint_a=ck_a,
-                                        checkpoint_b=ck_b, **common)
+        a, b = (compare if isinstance(compare, (tuple, list))
+                else (model or next(iter(bundle.models)), compare))
+        layer_a, layer_b = layer if isinstance(layer, (tuple, list)) else (layer, layer)
+        ck_a, ck_b = checkpoint if isinstance(checkpoint, (tuple, list)) else (checkpoint, checkpoint)
+        window = _remote_class(CompareCanvas)(bundle, a, b, layer_a=layer_a, layer_b=layer_b,
+                                              checkpoint_a=ck_a, checkpoint_b=ck_b, **common)
+    if index is not None:
+        try:
+            vguided.start(window, index)
+        except vguided.GuidedError:
+            offscreen.release(window)
+            raise
+    return window
 
 
 class _FrameView(RemoteFrameBuffer):

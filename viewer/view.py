@@ -263,13 +263,17 @@ class ModelView:
 
     # ------------------------------------------------------------------ layers
     def set_layer(self, i: int, animate: bool = True) -> bool:
-        """Show layer i, blending from what is drawn now when ``animate``; False if nothing changed."""
+        """Show layer i, blending from what is drawn now when ``animate``; False if nothing changed.
+
+        Its data are read first, so a layer that fails its checks (``engine.store.BundleError``)
+        raises before anything changes."""
         n = len(self.model.layers)
         i = int(i)
         if not 0 <= i < n:
             raise IndexError(f"model {self.model.name!r} has {n} layers, not {i}")
         if i == self.layer_index and self.transition is None:
             return False
+        self.layer_data(i)  # read (and check) it now: a corrupt layer raises here, nothing changes
         if self.transition is None and self.clock.pair[2] > 0.0:
             self.clock.snap()  # between checkpoints: settle on the nearest, then blend the layers there
         if self.transition is not None:

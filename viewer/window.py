@@ -25,11 +25,12 @@ desktop, the headless renderer and the notebook widget (browser events re-emitte
 Controllers (:class:`Controller`) are plain objects with optional hooks, called in order for the
 pane under the cursor (keys: for the panes :meth:`key_panes` names); a hook that consumes an event
 returns True. A new interaction mode (e.g. a guided tour's keys) is one more subclass added with
-``pane.controllers.append``.
+``pane.controllers.append`` (:class:`viewer.guided.GuidedController` is one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from types import SimpleNamespace
 import numpy as np
 from vispy import app, gloo
 
+from engine.errors import UserError
+from engine.tour import MAX_SPEED
 from viewer import colors as vcolors
 from viewer import hud
 from viewer import layout as vlayout
@@ -83,6 +86,7 @@ class Controller:
     """
 
     help: tuple = ()
+    state_key: str | None = None  # the key of this controller's entry in a saved view's "controllers"
 
     def on_key_press(self, pane, event) -> bool:
         return False
@@ -111,6 +115,15 @@ class Controller:
     def handle_set(self):
         """The :class:`viewer.handles.HandleSet` this controller edits (saved views keep it), or None."""
         return None
+
+    def save_state(self, pane) -> dict | None:
+        """This controller's part of a saved view (JSON-able), stored under ``state_key``; None: nothing."""
+        return None
+
+    def restore_tour(self, pane, tour_state: dict, saved) -> bool:
+        """A saved view's tour is being restored (``viewer.viewstate.restore_tour``); ``saved`` is this
+        controller's entry of the view (or None). True when this controller installed the tour."""
+        return False
 
 
 def key_name(event) -> str:
@@ -631,6 +644,10 @@ class TourWindow(app.Canvas):
         return None, None
 
     def on_mouse_press(self, event) -> None:
+        with self.user_errors_shown():
+            self._mouse_press(event)
+
+    def _mouse_press(self, event) -> None:
         x, y = (float(v) for v in event.pos[:2])
         lay = self.layout()
         if self.show_hud and getattr(event, "button", 1) in (1, None):
@@ -786,7 +803,23 @@ class TourWindow(app.Canvas):
         if not self.dispatch(pane, "on_mouse_wheel", local):
             pane.zoom_at(local.pos, 1.15 ** steps)
 
+    @contextlib.contextmanager
+    def user_errors_shown(self):
+        """A mistake in the user's data met while handling an event (a layer of the bundle that
+        turns out to be corrupt when first shown, say) goes to the status line, not to a traceback
+        in the terminal; the window keeps what it showed."""
+        try:
+            yield
+        except UserError as exc:
+            log.warning("%s", exc)
+            self.status_message(f"error: {exc}", 8.0)
+            self.update()
+
     def on_key_press(self, event) -> None:
+        with self.user_errors_shown():
+            self._key_press(event)
+
+    def _key_press(self, event) -> None:
         if self.entry.key(event):
             self.after_entry()
             self.update()
@@ -814,8 +847,10 @@ class TourWindow(app.Canvas):
         if text == " " or key == "space":
             tour.pause() if tour.playing else tour.play()
         elif text in ("+", "=", "-", "_"):
-            tour.speed = tour.speed * 1.25 if text in ("+", "=") else tour.speed / 1.25
-            self.status_message(f"tour speed {tour.speed:.3g} rad/s")
+            faster = text in ("+", "=")
+            tour.speed = min(tour.speed * 1.25, MAX_SPEED) if faster else tour.speed / 1.25
+            top = " (the fastest)" if faster and tour.speed >= MAX_SPEED else ""
+            self.status_message(f"tour speed {tour.speed:.3g} rad/s{top}")
         elif key in ("backspace", "left"):
             tour.pause()
             tour.rewind(SCRUB_SECONDS)
