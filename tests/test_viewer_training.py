@@ -437,3 +437,18 @@ def test_notebook_widget_scrubs_through_the_same_events(tmp_path, rng):
         assert w.checkpoint == "step-10" and w.snapshot().shape == (420, 520, 3)
     finally:
         w.close()
+
+
+@gl
+def test_a_guided_tour_retargets_when_the_checkpoint_changes(tmp_path, rng):
+    from viewer import guided as vguided
+
+    b, _ = _run_bundle(tmp_path / "r.lt", rng)
+    c = _canvas(b, rng, layer=1, color="label")
+    try:
+        vguided.start(c, "lda")
+        c.advance(0.1)
+        c.set_checkpoint(0)
+        assert "re-targeted on net" in (c.current_status() or "")
+    finally:
+        c.close()

@@ -104,7 +104,7 @@ class Controller:
         return False
 
     def on_layer_changed(self, pane) -> None:
-        """The pane shows another layer or model."""
+        """The pane shows another layer or model (or another checkpoint of a training run)."""
 
     def on_frame(self, pane, dt: float) -> None:
         """Time moved on by ``dt`` seconds."""
@@ -440,7 +440,7 @@ class TourWindow(app.Canvas):
         for pane in self.panes:
             moving = self.tour.playing or pane.view.moving or self._slider_drag is pane
             if pane.view.advance(dt, pane.frame, follow=moving):
-                self.checkpoint_changed(pane)
+                self._checkpoint_moved(pane)
         for pane in self.panes:
             for c in pane.controllers:
                 c.on_frame(pane, dt)
@@ -615,8 +615,14 @@ class TourWindow(app.Canvas):
         before = pane.view.checkpoint
         pane.view.set_checkpoint(position, animate)
         if pane.view.checkpoint != before:
-            self.checkpoint_changed(pane)
+            self._checkpoint_moved(pane)
         self.update()
+
+    def _checkpoint_moved(self, pane) -> None:
+        """The nearest checkpoint of ``pane`` changed: the window's colourings follow, then the
+        controllers hear of it as of a layer change (a guided tour re-targets on the data shown)."""
+        self.checkpoint_changed(pane)
+        pane.layer_changed()
 
     def training_key(self, text: str, key: str) -> bool:
         """``[`` / ``]`` step the focused pane's training run, ``p`` plays or pauses it."""
