@@ -29,6 +29,7 @@ from engine.frames import (  # frame basics live there so that module stands alo
     is_orthonormal,
     orthonormal_columns,
     orthonormalize,
+    principal_frame,
     random_frame,
 )
 from engine.pursuit import Objective
@@ -36,7 +37,8 @@ from engine.pursuit import objective as _objective
 
 __all__ = [
     "ANGLE_EPS", "HISTORY_LIMIT", "MAX_SPEED", "Geodesic", "GrandTour", "GuidedTour", "Segment", "drag_axis",
-    "drag_handle", "geodesic", "is_orthonormal", "orthonormalize", "random_frame", "smoothstep", "view_path",
+    "drag_handle", "geodesic", "is_orthonormal", "orthonormalize", "principal_frame", "random_frame",
+    "smoothstep", "view_path",
 ]
 
 ANGLE_EPS = 1e-6        # principal angles below this are treated as 0 (tourr's epsilon)

@@ -30,7 +30,11 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle directory (from prepare, import or demo)")
     p.add_argument("--model", help="model to show (default: the bundle's first model)")
     p.add_argument("--layer", help="layer id or index to start on (default: the first layer)")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="show models A and B side by side")
+    p.add_argument("--checkpoint", help="for a training run: the checkpoint (name or index) to show (default "
+                   "the last: the trained model; with --compare, for the sides without @CHECKPOINT)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="show models A and B side by side; MODEL@CHECKPOINT names a checkpoint of a training "
+                        "run, so --compare net@step-0 net@step-690 shows two states of one model")
     p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2-D or 3-D projection (default 2)")
     p.add_argument("--state", type=Path, help="saved view (JSON) to start from")
     p.add_argument("--color", help="attribute to colour by (default: the bundle's default label set)")
@@ -134,6 +138,14 @@ def register(sub) -> None:
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--walk", type=float, metavar="SECONDS",
                    help="step to the next layer every SECONDS (animated), to show every layer")
+    p.add_argument("--train", type=float, metavar="SECONDS",
+                   help="training run: sweep one layer (--layer, default the last) from the first to the "
+                        "last checkpoint in SECONDS, on a still projection (unless --speed); with --walk the "
+                        "layer walk follows at the last checkpoint. --frames defaults to the whole clip")
+    p.add_argument("--image-sample", type=int, metavar="N",
+                   help="with --images: only a seeded sample of N points as thumbnails (the rest as dots)")
+    p.add_argument("--images-after", type=float, metavar="SECONDS",
+                   help="with --images: switch to thumbnails SECONDS into the clip")
     p.add_argument("--out", type=Path, required=True, help="FILE.png, FILE.gif or FILE.mp4")
     p.set_defaults(handler=_needs_vispy(render))
 
@@ -195,7 +207,7 @@ def view(args) -> int:
     try:
         canvas = TourCanvas(bundle, model=model, layer=args.layer, dims=args.dims, color=args.color,
                             render_path=args.render_path, seed=args.seed, show=True, size=size or (1100, 820),
-                            speed=args.speed)
+                            speed=args.speed, checkpoint=_checkpoint(args))
     except (KeyError, ValueError, IndexError) as exc:
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     controllers.install(canvas, state_path=args.state)
@@ -213,19 +225,42 @@ def _parse_size(text):
     return parse_size(text)
 
 
+def _checkpoint(args):
+    """``--checkpoint`` as a name, or as an index when it is all digits (or a negative number)."""
+    c = getattr(args, "checkpoint", None)
+    if c is not None and c.lstrip("-").isdigit():
+        return int(c)
+    return c
+
+
+def compare_sides(spec, default=None):
+    """``--compare A B`` -> ((model, checkpoint or None), (model, checkpoint or None)): each side
+    is MODEL or MODEL@CHECKPOINT (a checkpoint name or index of that model's training run); a side
+    without one gets ``default`` (``--checkpoint``)."""
+    out = []
+    for side in spec:
+        model, sep, ck = str(side).partition("@")
+        if sep and not ck:
+            raise ViewerCliError(f"--compare {side}: give MODEL@CHECKPOINT with a checkpoint name or index")
+        out.append((model, (int(ck) if ck.lstrip("-").isdigit() else ck) if sep else default))
+    return tuple(out)
+
+
 def _view_compare(args, bundle, app, size) -> int:
     """The side-by-side window for ``--compare A B`` (--layer sets both views' layer index)."""
     from viewer.compare import CompareCanvas
 
     if getattr(args, "state", None) is not None:
         raise ViewerCliError("--state applies to the single-model view; it cannot be combined with --compare")
-    a, b = args.compare
+    (a, ca), (b, cb) = compare_sides(args.compare, _checkpoint(args))
     try:
         canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
                                dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
-                               show=True, size=size or (1600, 860), speed=args.speed)
+                               show=True, size=size or (1600, 860), speed=args.speed, checkpoint_a=ca,
+                               checkpoint_b=cb)
     except (KeyError, ValueError, IndexError) as exc:
-        raise ViewerCliError(f"--compare {a} {b}: {str(exc).strip(chr(39) + chr(34))}") from exc
+        why = str(exc).strip(chr(39) + chr(34))
+        raise ViewerCliError(f"--compare {' '.join(args.compare)}: {why}") from exc
     _start_guided(args, canvas)
     canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
     app.run()
@@ -258,18 +293,30 @@ def render(args) -> int:
         if compare:
             if state is not None:
                 raise ValueError("--state applies to the single-model view, not to --compare")
+            if getattr(args, "train", None) is not None:
+                raise ValueError("--train renders one model's training run; it cannot be combined with "
+                                 "--compare")
             if args.size == "800x800":  # the parser's default: give each model an 800x800 half
                 size = (1600, 800)
-            out = render_compare(bundle, args.out, compare[0], compare[1], layer_a=args.layer,
-                                 layer_b=_layer_b(bundle, *compare, args.layer), size=size,
+            (a, ca), (b, cb) = compare_sides(compare, _checkpoint(args))
+            out = render_compare(bundle, args.out, a, b, layer_a=args.layer,
+                                 layer_b=_layer_b(bundle, a, b, args.layer), size=size,
                                  frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
                                  render_path=args.render_path, seed=args.seed, hud=args.hud, speed=args.speed,
-                                 guided=args.guided)
+                                 checkpoint_a=ca, checkpoint_b=cb, guided=args.guided)
         else:
+            for opt in ("image_sample", "images_after"):
+                if getattr(args, opt, None) is not None and not args.images:
+                    raise ValueError(f"--{opt.replace('_', '-')} needs --images")
+            sample = getattr(args, "image_sample", None)
+            if sample is not None and sample < 1:
+                raise ValueError(f"--image-sample must be >= 1, got {sample}")
             out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size,
                               frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
                               render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None),
-                              hud=args.hud, speed=args.speed, images=args.images, guided=args.guided)
+                              hud=args.hud, speed=args.speed, images=args.images, guided=args.guided,
+                              checkpoint=_checkpoint(args), train=getattr(args, "train", None),
+                              image_sample=sample, images_after=getattr(args, "images_after", None))
     except (KeyError, ValueError, IndexError) as exc:
         from viewer.guided import GuidedError
 

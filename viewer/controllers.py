@@ -47,7 +47,7 @@ def _is_left(event) -> bool:
 
 def _positions(canvas):
     """Projected (N, d) positions exactly as drawn, in the layer data's array module."""
-    xp = array_module(canvas.layer_data(canvas.layer_index))
+    xp = array_module(canvas.layer_data(canvas.current_key))
     return canvas.project_current(xp=xp)
 
 
@@ -192,7 +192,7 @@ class HandleController(Controller):
 
     # ---- geometry through the canvas -----------------------------------------------------------
     def points(self, canvas) -> np.ndarray:
-        return self.handles.points(canvas.layer_data, canvas.layer_index, canvas.transition)
+        return self.handles.points(canvas.layer_data, canvas.current_key, canvas.drawn)
 
     def pixel_positions(self, canvas) -> np.ndarray:
         """(k, 2) float64 pixel positions of the handles as drawn now."""
@@ -277,7 +277,7 @@ class HandleController(Controller):
         if h is None:  # deleted while dragged
             self.dragging = None
             return canvas.frame
-        args = (canvas.layer_data, canvas.layer_index, canvas.transition)
+        args = (canvas.layer_data, canvas.current_key, canvas.drawn)
         point = self.handles.point(h, *args)
         target = np.asarray(canvas.pixels_to_data(np.asarray(px, dtype=np.float64).reshape(1, 2)))[0]
         try:
@@ -376,8 +376,8 @@ class HoverController(Controller):
         def row(layer):
             return np.asarray(to_host(canvas.layer_data(layer)[i]), dtype=np.float64)
 
-        tr = canvas.transition
-        y = row(canvas.layer_index) if tr is None else (1 - tr[2]) * row(tr[0]) + tr[2] * row(tr[1])
+        tr = canvas.drawn
+        y = row(canvas.current_key) if tr is None else (1 - tr[2]) * row(tr[0]) + tr[2] * row(tr[1])
         xy = y @ np.asarray(canvas.frame, dtype=np.float64)
         return np.asarray(canvas.data_to_pixels(xy[:2].reshape(1, 2)), dtype=np.float64)[0]
 

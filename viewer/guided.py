@@ -328,9 +328,10 @@ class GuidedController(Controller):
         return getattr(pane_or_window, "window", pane_or_window)
 
     def _data(self, window):
-        """(X (N, p) in the data's array module, cache key) of the first pane's layer."""
+        """(X (N, p) in the data's array module, cache key) of the first pane's layer (at the
+        checkpoint shown, for a training run)."""
         pane = window.panes[0]
-        return pane.layer_data(pane.layer_index), (pane.model.name, pane.layer_index)
+        return pane.layer_data(pane.layer_index), (pane.model.name, *pane.current_key)
 
     def _coloring(self, window) -> str:
         c = window.coloring_of(window.panes[0])

@@ -212,7 +212,12 @@ def _validate_view(view: dict, fail):
     for key in ("layer",):
         if key in view and (not isinstance(view[key], int) or isinstance(view[key], bool) or view[key] < 0):
             fail(f"view.{key}", f"must be a non-negative integer, got {view[key]!r}")
-    for key in ("model", "layer_id", "color", "render_path"):
+    if "checkpoint_position" in view:
+        c = _number(view["checkpoint_position"])
+        if c is None or not 0 <= c <= 1e6:
+            fail("view.checkpoint_position", f"must be a finite number >= 0 (a checkpoint index, or a "
+                                             f"fraction between two), got {view['checkpoint_position']!r}")
+    for key in ("model", "layer_id", "color", "render_path", "checkpoint"):
         if key in view and view[key] is not None:
             _validate_text(view[key], f"view.{key}", fail)
     if "image_mode" in view and not isinstance(view["image_mode"], bool):
