@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from queue import Empty
 from pathlib import Path
+from queue import Empty
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
