@@ -1,7 +1,8 @@
 """Per-stage times of ``prepare``.
 
-CPU (default): the demo end to end (train/load CNN, record 8 layers of 1,797 digits, UMAP each,
-align, write), stage times from the bundle's provenance.
+CPU (default): the demo end to end (train/load CNN, record its 6 layers of 1,797 digits at each of
+its 6 checkpoints, UMAP each (checkpoint, layer), align, write), stage times from the bundle's
+provenance; ``benchmarks/bench_checkpoints.py`` breaks a training run down further.
 
 GPU (``--gpu``): torchvision GoogLeNet with random weights over N synthetic 224² images (default
 50,000) for the study's 21 layers: forward passes + pooling + accumulation on the device (memory-
@@ -37,10 +38,12 @@ def bench_cpu(args) -> dict:
         wall = time.perf_counter() - t0
         b = load_bundle(path)
         prov = b.provenance
-        layers = [(layer.id, layer.source_dim, layer.meta.get("umap_seconds"),
+        names = b.checkpoints("digits-cnn")
+        layers = [(c, layer.id, layer.source_dim, layer.meta.get("umap_seconds"),
                    layer.meta.get("trustworthiness"))
-                  for layer in b.models["digits-cnn"].layers]
-    return {"case": "demo (digits CNN, 8 layers, N=1797)", "device": "cpu", "wall_s": round(wall, 2),
+                  for c in names for layer in b.model_at("digits-cnn", c).layers]
+        shape = f"{len(names)} checkpoints x {len(b.models['digits-cnn'].layers)} layers"
+    return {"case": f"demo (digits CNN, {shape}, N=1797)", "device": "cpu", "wall_s": round(wall, 2),
             "timings": prov.get("timings", {}), "layers": layers}
 
 

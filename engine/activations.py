@@ -103,7 +103,7 @@ def _sources(layers: list[LayerSpec], modules: dict) -> dict[str, tuple[str, str
     for spec in layers:
         if spec.kind == "input":
             out[spec.id] = ("input", None)
-        elif spec.kind == "softmax":
+        elif spec.kind in ("softmax", "logits"):
             out[spec.id] = ("output", None)
         elif spec.kind == "flatten":
             if last_module is None:
@@ -186,15 +186,28 @@ def _run_batch(model, x, group: list[LayerSpec], srcs, modules, convert, sink, *
         raise ValueError(f"layers {missing} never ran in the forward pass (modules unused by forward())")
     if want_output:
         if not isinstance(out, torch.Tensor) or out.ndim < 2:
-            raise TypeError(f"layer {want_output[0].id}: softmax needs the model to return a (B, K, ...) "
-                            "tensor, "
-                            f"got {type(out).__name__}")
-        probs = torch.softmax(out[:rows].float(), dim=1)
+            raise TypeError(f"layer {want_output[0].id}: {want_output[0].kind} needs the model to return a "
+                            f"(B, K, ...) tensor, got {type(out).__name__}")
+        o = out[:rows].float()
+        probs = torch.softmax(o, dim=1) if any(s.kind == "softmax" for s in want_output) else None
         for spec in want_output:
-            sink(spec, convert(probs))
+            sink(spec, convert(probs if spec.kind == "softmax" else o))
     if keep_output:
         return out[:rows].detach() if isinstance(out, torch.Tensor) else None
     return True
+
+
+def output_shape(model, inputs, backend="auto") -> tuple | None:
+    """The shape of ``model``'s output for the first input (a forward pass on one image, no hooks),
+    e.g. ``(1, K)`` for a classifier; None when the model does not return a tensor."""
+    import torch
+
+    be = backend if isinstance(backend, Backend) else resolve(backend)
+    device = torch.device("cuda" if be.is_cuda else "cpu")
+    model = model.eval().to(device)
+    with torch.no_grad():
+        out = model(_first_batch(inputs).to(device))
+    return tuple(int(s) for s in out.shape) if isinstance(out, torch.Tensor) else None
 
 
 def default_budget(backend: Backend) -> int:

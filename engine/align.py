@@ -13,6 +13,10 @@ Maths (``../shared/research/anchors-umap-tour.md`` §A.4, §A.7, §A.10):
 - Canonical frame: every layer is centred; layer 0 keeps its axes; layer k is rotated onto its
   already-aligned predecessor, so ``aligned_k = (E_k - center_k) @ rotation_k`` puts every layer
   of a model in layer 0's frame (no path dependence when jumping between layers).
+- Training runs (several checkpoints of one model, :func:`align_grid`): the last checkpoint's layers
+  form the chain above; layer l of checkpoint k is rotated onto the already-aligned layer l of
+  checkpoint k + 1, so every (checkpoint, layer) embedding has one place in one frame and jumping
+  between any two shows only real change.
 - Similarity: ``S(A, B) = ||A'^T B'||_* / sqrt(||A'^T A'||_* ||B'^T B'||_*)`` on centred ``A'``,
   ``B'``; since ``A'^T A'`` is PSD its nuclear norm is ``||A'||_F^2``. ``S`` is the cosine between
   the embeddings after the best orthogonal alignment: ``min_Q ||A^ Q - B^||_F^2 = 2 (1 - S)`` for
@@ -24,7 +28,7 @@ Maths (``../shared/research/anchors-umap-tour.md`` §A.4, §A.7, §A.10):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,7 +41,9 @@ __all__ = [
     "canonical_alignment",
     "ChainEnd",
     "PairStats",
+    "align_grid",
     "align_models",
+    "align_training",
     "chain",
     "chain_similarities",
     "cross_model_rotation",
@@ -395,15 +401,24 @@ class ModelsAlignment:
     """Every layer of every model in one canonical frame, plus the comparisons a bundle stores.
 
     alignments : model name -> list of :class:`Alignment` in layer order; model B's rotations
-        already include the cross-model rotation into the first model's frame.
+        already include the cross-model rotation into the first model's frame. For a training run
+        these are its last checkpoint's.
     similarity : (model a, model b) -> (La, Lb) float64 layer-similarity matrix, for every pair
-        in the given order (a before b).
-    consecutive : model name -> (L - 1,) similarities of consecutive layers.
+        in the given order (a before b) (last checkpoints).
+    consecutive : model name -> (L - 1,) similarities of consecutive layers (last checkpoint).
+    grids : model name -> per checkpoint (training order) a list of :class:`Alignment` per layer,
+        every one in the same frame (:func:`align_training`; empty from :func:`align_models`).
+    checkpoint_similarity : model name -> (K - 1, L) float64, entry (k, l) the similarity of layer
+        l between checkpoints k and k + 1.
+    layer_similarity : model name -> (K, L, L) float64, each checkpoint's layer-similarity matrix.
     """
 
     alignments: dict
     similarity: dict
     consecutive: dict
+    grids: dict = field(default_factory=dict)
+    checkpoint_similarity: dict = field(default_factory=dict)
+    layer_similarity: dict = field(default_factory=dict)
 
 
 def join_frames(alignments: dict, first_layers: dict, *, rotation_only: bool = False) -> dict:
@@ -431,6 +446,86 @@ def chain_similarities(alignments: Sequence[Alignment]) -> np.ndarray:
     return np.array([1.0 - a.residual / 2.0 for a in alignments[1:]], dtype=np.float64)
 
 
+def align_grid(grid, *, rotation_only: bool = False,
+               name: str = "grid") -> tuple[list[list[Alignment]], np.ndarray]:
+    """Put every (checkpoint, layer) embedding of one training run into one frame.
+
+    grid : per checkpoint in training order, the same number L of (N, p) layers (NumPy, memmap or
+        CuPy; the products run where the data live, at most two layers held at once).
+    The last checkpoint's layers are chained as :func:`canonical_alignment` does (layer 0 keeps
+    its axes); then, from the second-to-last checkpoint backwards, layer l of checkpoint k is
+    rotated onto checkpoint k + 1's aligned layer l (:func:`pair_stats` + :func:`link`). Every
+    embedding gets one absolute alignment, so the frame of (k, l) does not depend on how the viewer
+    got there. Returns ``(alignments[k][l], S)`` with host float64 alignments and S (K - 1, L) the
+    similarity of each layer between consecutive checkpoints (read off the residuals, as
+    :func:`chain_similarities` does). Raises ValueError naming ``name[k][l]`` for an empty grid,
+    rows of different lengths or a constant layer.
+    """
+    grid = [list(row) for row in grid]
+    if not grid or not grid[-1]:
+        raise ValueError(f"{name}: no checkpoints or no layers to align")
+    n_layers = len(grid[-1])
+    for k, row in enumerate(grid):
+        if len(row) != n_layers:
+            raise ValueError(f"{name}[{k}] has {len(row)} layers but the last checkpoint has {n_layers}")
+    last: list[Alignment] = []
+    end = None
+    for i, E in enumerate(grid[-1]):
+        al, end = extend_chain(end, E, rotation_only=rotation_only, name=f"{name}[{len(grid) - 1}][{i}]")
+        last.append(Alignment(np.asarray(to_host(al.rotation), dtype=np.float64),
+                              np.asarray(to_host(al.center), dtype=np.float64), al.residual))
+    out: list[list[Alignment]] = [last]
+    for k in range(len(grid) - 2, -1, -1):
+        nxt = out[0]
+        row = []
+        for i, E in enumerate(grid[k]):
+            where = f"{name}[{k}][{i}]"
+            _check_2d(E, where)
+            st = pair_stats(E, grid[k + 1][i])
+            row.append(link(st, nxt[i].rotation, rotation_only=rotation_only, name=where))
+        out.insert(0, row)
+    sims = np.array([[1.0 - a.residual / 2.0 for a in row] for row in out[:-1]], dtype=np.float64)
+    return out, sims.reshape(len(grid) - 1, n_layers)
+
+
+def align_training(models: dict, *, layer_similarity: bool = True) -> ModelsAlignment:
+    """Align the training runs of one or more models of the same N points into one frame.
+
+    models : name -> grid (per checkpoint in training order, a sequence of (N, p) layers in network
+        order; one checkpoint is a plain model). Each grid goes through :func:`align_grid`; every
+        model after the first is then expressed in the first model's frame through its last
+        checkpoint's layer 0 (:func:`join_frames`; the same rotation applies to all its
+        checkpoints). ``layer_similarity`` : also compute each checkpoint's (L, L) layer-similarity
+        matrix of every model with more than one checkpoint (:func:`similarity_matrix`, one batched
+        pass per checkpoint).
+    Returns a :class:`ModelsAlignment` whose ``alignments``, ``similarity`` and ``consecutive``
+    describe the last checkpoints (exactly what :func:`align_models` gives for them) and whose
+    ``grids``, ``checkpoint_similarity`` and ``layer_similarity`` hold the training axis.
+    """
+    if not models:
+        raise ValueError("align_training: no models given")
+    grids, csims = {}, {}
+    for mname, grid in models.items():
+        grids[mname], csims[mname] = align_grid(grid, name=mname)
+    joined = join_frames({m: g[-1] for m, g in grids.items()},
+                         {m: list(models[m])[-1][0] for m in models})
+    for mname, g in grids.items():
+        Q = np.asarray(to_host(joined[mname][0].rotation), dtype=np.float64)  # layer 0 of the last is I @ Q
+        grids[mname] = [[Alignment(a.rotation @ Q, a.center, a.residual) for a in row] for row in g[:-1]] \
+            + [list(joined[mname])]
+    alignments = {m: g[-1] for m, g in grids.items()}
+    consecutive = {m: chain_similarities(al) for m, al in alignments.items()}
+    names = list(models)
+    last = {m: list(models[m])[-1] for m in names}
+    sims = {(a, b): to_host(similarity_matrix(last[a], last[b]))
+            for i, a in enumerate(names) for b in names[i + 1:]}
+    lsims = {}
+    if layer_similarity:  # for training runs (more than one checkpoint)
+        lsims = {m: np.stack([np.asarray(to_host(similarity_matrix(row, row)), dtype=np.float64)
+                              for row in models[m]]) for m in names if len(list(models[m])) > 1}
+    return ModelsAlignment(alignments, sims, consecutive, grids, csims, lsims)
+
+
 def align_models(models: dict) -> ModelsAlignment:
     """Align the layers of one or more models of the same N points into one frame and compare them.
 
@@ -438,17 +533,14 @@ def align_models(models: dict) -> ModelsAlignment:
         first model's first layer defines the frame. Each model is chained layer to layer
         (:func:`canonical_alignment`), then expressed in the first model's frame through its first
         layer (:func:`join_frames`). Used by ``prepare`` and by ``layertour import``; the Dask
-        runner builds the same result from :func:`pair_stats` tasks and :func:`chain`.
+        runner builds the same result from :func:`pair_stats` tasks and :func:`chain`. This is
+        :func:`align_training` with one checkpoint per model (one chain for both); host float64
+        alignments.
     """
     if not models:
         raise ValueError("align_models: no models given")
-    chains = {name: canonical_alignment(layers) for name, layers in models.items()}
-    alignments = join_frames(chains, {name: layers[0] for name, layers in models.items()})
-    consecutive = {name: chain_similarities(al) for name, al in alignments.items()}
-    names = list(models)
-    sims = {(a, b): to_host(similarity_matrix(models[a], models[b]))
-            for i, a in enumerate(names) for b in names[i + 1:]}
-    return ModelsAlignment(alignments, sims, consecutive)
+    res = align_training({name: [list(layers)] for name, layers in models.items()}, layer_similarity=False)
+    return ModelsAlignment(res.alignments, res.similarity, res.consecutive)
 
 
 def similarity(A, B) -> float:

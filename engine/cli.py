@@ -30,6 +30,9 @@ examples:
                     --layers study --coarse imagenet_coarse_categories.csv --out googlenet.lt
   layertour prepare --model resnet50 --images ~/imagenet/train --memory-budget 16 --stream \\
                     --out resnet50-1M.lt                      1.28M images in a fixed memory budget
+  layertour prepare --model net.py:build --checkpoints runs/ckpt/ --images ~/data/val --out run.lt
+                                                  a training run: every layer at every checkpoint
+  layertour render run.lt --train 8 --layer fc --out training.gif
   layertour info                                  back end, library versions, OpenGL renderer
 """
 
@@ -65,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a small CNN on scikit-learn digits, embed, align, view",
                        description="The main job on a fresh machine: trains (seeded, cached) a small CNN "
-                                   "on scikit-learn's digits, records its layers, embeds them with UMAP, "
-                                   "aligns them, writes a bundle and opens the viewer (or, with no "
-                                   "display, renders a GIF of the tour).")
+                                   "on scikit-learn's digits keeping 6 checkpoints (the untrained network "
+                                   "first), records its layers at every checkpoint, embeds them with UMAP, "
+                                   "aligns everything into one frame, writes a bundle and opens the viewer "
+                                   "(or, with no display, renders a GIF: the output layer through "
+                                   "training, then a walk through the layers).")
     p.add_argument("--out", type=Path, default=Path("demo.lt"), help="bundle path (default demo.lt)")
     p.add_argument("--no-view", action="store_true", help="do not open a window; render a GIF instead")
     p.add_argument("--gif", type=Path,
@@ -124,8 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=15, help="embedding dimension (default 15)")
     p.add_argument("--n-neighbors", type=int, default=15)
     p.add_argument("--min-dist", type=float, default=0.1)
-    p.add_argument("--init", default="spectral", choices=["spectral", "previous"],
-                   help="UMAP init: spectral (the study's) or previous (start from the previous layer)")
+    p.add_argument("--checkpoints", nargs="+", metavar="PATH",
+                   help="record a training run: checkpoint files (state dicts or saved modules of --model's "
+                        "architecture), folders of them or globs, in training order (as given; a folder's or "
+                        "glob's files sorted naturally by name); every layer is recorded at every checkpoint")
+    p.add_argument("--trust-checkpoints", action="store_true",
+                   help="allow checkpoints that are pickled modules (PyTorch runs code from such files to "
+                        "load them; only for files you trust)")
+    p.add_argument("--init", default=None, choices=["spectral", "previous", "previous-checkpoint"],
+                   help="UMAP init: spectral (the study's), previous (the previous layer's aligned "
+                        "embedding) or previous-checkpoint (the same layer at the previous checkpoint: the "
+                        "default with --checkpoints, so that images move only where the representation "
+                        "changes; else spectral)")
     p.add_argument("--pooling", default="avg", choices=["avg", "max"])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--umap-backend", default="auto", choices=["auto", "cuml", "umap-learn"])
@@ -266,11 +281,18 @@ def _demo(args: argparse.Namespace) -> int:
         view = parser.parse_args(["view", str(path)])
         return view.handler(view)
     gif = args.gif or Path(path).with_name(Path(path).stem + "-tour.gif")
-    n_layers = len(load_bundle(path).models["digits-cnn"].layers)
-    walk = 1.5  # seconds per layer: the clip tours every layer once, with animated transitions
+    bundle = load_bundle(path)
+    trained = len(bundle.checkpoints("digits-cnn")) > 1
+    # The showcase: the output layer through training (a still projection, so only learning moves
+    # the points; the HUD names each checkpoint and its accuracy), then every layer of the trained
+    # network with animated transitions while the tour turns, with a sample of the digits drawn as
+    # thumbnails for the last layers.
+    train, walk, fps = 6.0, 1.3, 15
+    start = train if trained else 0.0
     render = parser.parse_args([
-        "render", str(path), "--size", "640x480", "--fps", "20", "--walk", str(walk),
-        "--frames", str(int(n_layers * walk * 20)), "--out", str(gif)])
+        "render", str(path), "--size", "640x480", "--fps", str(fps), "--walk", str(walk), "--images",
+        "--image-sample", "160", "--images-after", str(start + 3.5 * walk), "--out", str(gif),
+        *(["--train", str(train)] if trained else [])])
     rc = render.handler(render)
     if rc == 0:
         print(f"tour rendered to {gif}; explore it with: layertour view {path}")

@@ -1,10 +1,16 @@
 """``layertour demo``: a real end-to-end run that fits a 2-core laptop in a few minutes.
 
 Trains (seeded; cached in the user cache directory) a small CNN on scikit-learn's bundled 8x8
-digits (1,797 images, no download), records eight layers (input, conv1, pool1, conv2, pool2, fc1,
-fc2 logits, softmax), embeds each to 15-D with UMAP, aligns them and writes a bundle with labels,
-predictions, confidence and thumbnails. Viewing or rendering the result is the CLI's job (the
-engine never imports the viewer).
+digits (1,797 images, no download), keeping its weights at :data:`DEMO_STEPS` (the untrained
+network first, then ever longer gaps: the representation changes fastest early), and records
+six of its layers (input, conv1, conv2, fc1, the fc2 logits, softmax; the max-pool layers are left
+out to keep the run within a few minutes on two cores: 6 checkpoints x 5 layers are 30 UMAP fits,
+plus the input layer once) at every one of those checkpoints: a training run. Each (checkpoint,
+layer) is embedded to 15-D with UMAP (each starting from the same layer at the previous
+checkpoint, so that images move only where the network changed), everything is aligned into one
+frame, and the bundle gets labels, the train/test split, thumbnails and, per checkpoint, the
+network's predictions, correctness, confidence and loss.
+Viewing or rendering the result is the CLI's job (the engine never imports the viewer).
 """
 
 from __future__ import annotations
@@ -18,16 +24,18 @@ import numpy as np
 
 log = logging.getLogger("layertour")
 
-ARCH_VERSION = 1  # bump when DigitsCNN changes, so cached weights are not reused across architectures
+ARCH_VERSION = 2  # bump when DigitsCNN or the cache's layout changes, so old cached weights are not reused
+#: Optimiser steps at which the demo keeps the CNN's weights (23 steps make one epoch of the 1,437
+#: training digits at batch size 64; 690 is the end of training).
+DEMO_STEPS = (0, 20, 35, 60, 140, 690)
+STEPS_PER_EPOCH = 23
 DEMO_LAYERS = [  # (id, module name, kind): the study's "<index>-<ModuleClass>" ids
     ("0-Input", "input", "input"),
     ("1-Conv2d", "conv1", "module"),
-    ("2-MaxPool2d", "pool1", "module"),
-    ("3-Conv2d", "conv2", "module"),
-    ("4-MaxPool2d", "pool2", "module"),
-    ("5-Linear", "fc1", "module"),
-    ("6-Linear", "fc2", "module"),
-    ("7-Softmax", "softmax", "softmax"),
+    ("2-Conv2d", "conv2", "module"),
+    ("3-Linear", "fc1", "module"),
+    ("4-Linear", "fc2", "module"),
+    ("5-Softmax", "softmax", "softmax"),
 ]
 
 
@@ -78,27 +86,46 @@ def load_digits_data(seed: int = 0):
     return x, y, train
 
 
-def train_digits_cnn(seed: int = 0, epochs: int = 30, use_cache: bool = True):
-    """Train (or load from cache) the demo CNN. Returns (model in eval mode, test accuracy)."""
+def train_digits_cnn(seed: int = 0, epochs: int = 30, use_cache: bool = True, steps=DEMO_STEPS):
+    """Train (or load from cache) the demo CNN. Returns (model in eval mode, test accuracy,
+    checkpoints): ``checkpoints`` is a list of dicts (``step``, ``epoch``, ``state_dict``,
+    ``test_accuracy``), one per entry of ``steps`` (optimiser steps; 0 = before training; a step
+    beyond the end of training is the end)."""
     import torch
 
-    path = cache_dir() / f"digits-cnn-v{ARCH_VERSION}-seed{seed}-e{epochs}.pt"
+    steps = sorted({int(s) for s in steps})
+    tag = "-".join(str(s) for s in steps)
+    path = cache_dir() / f"digits-cnn-v{ARCH_VERSION}-seed{seed}-e{epochs}-s{tag}.pt"
     model = _build_model()
     if use_cache and path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["state_dict"])
             log.info("demo: loaded cached CNN from %s (test accuracy %.3f)", path, float(saved["accuracy"]))
-            return model.eval(), float(saved["accuracy"])
+            return model.eval(), float(saved["accuracy"]), list(saved["checkpoints"])
         except Exception as exc:  # a corrupt cache file is retrained, not fatal
             log.warning("demo: ignoring unreadable cache %s (%s)", path, exc)
     x, y, train = load_digits_data(seed)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    xs, ys = torch.from_numpy(x[~train]), y[~train]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
+    checkpoints = []
+
+    def keep(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            acc = float((model(xs).argmax(1).numpy() == ys).mean())
+        checkpoints.append({"step": step, "epoch": round(step / STEPS_PER_EPOCH, 3), "test_accuracy": acc,
+                            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+        model.train()
+
     t0 = time.perf_counter()
+    step = 0
+    if 0 in steps:
+        keep(0)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(yt), generator=g)
@@ -107,53 +134,55 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30, use_cache: bool = True):
             opt.zero_grad()
             loss_fn(model(xt[idx]), yt[idx]).backward()
             opt.step()
+            step += 1
+            if step in steps:
+                keep(step)
+    if not checkpoints or checkpoints[-1]["step"] != step:
+        if any(s >= step for s in steps):
+            keep(step)  # the end of training stands in for steps beyond it
     model.eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(x[~train])).argmax(1).numpy()
-    acc = float((pred == y[~train]).mean())
+        pred = model(xs).argmax(1).numpy()
+    acc = float((pred == ys).mean())
     log.info("demo: trained CNN in %.1fs, test accuracy %.3f", time.perf_counter() - t0, acc)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "accuracy": acc}, tmp)
+        torch.save({"state_dict": model.state_dict(), "accuracy": acc, "checkpoints": checkpoints}, tmp)
         os.replace(tmp, path)
-    return model, acc
+    return model, acc, checkpoints
 
 
 def build_demo_bundle(out: str | Path = "demo.lt", device: str = "auto", resume: bool = False,
                       seed: int = 0, progress: bool = True, cluster: str | None = None,
-                      scheduler: str | None = None, cluster_options=None) -> Path:
-    """Train/load the CNN, then ``prepare`` its eight layers over all 1,797 digits into ``out``.
+                      scheduler: str | None = None, cluster_options=None, steps=DEMO_STEPS) -> Path:
+    """Train/load the CNN, then ``prepare`` its layers over all 1,797 digits at every checkpoint of
+    ``steps`` (see :data:`DEMO_STEPS`; ``steps=None`` records the trained network only) into ``out``.
 
-    cluster ("local:N") / scheduler ("tcp://HOST:PORT") run the work on Dask; the trained CNN travels
-    to the workers as a state dict. ``cluster_options`` (:class:`engine.distributed.ClusterOptions`,
+    cluster ("local:N") / scheduler ("tcp://HOST:PORT") run the work on Dask; the CNN's states
+    travel to the workers as state dicts. ``cluster_options`` (:class:`engine.distributed.ClusterOptions`,
     its ``inputs`` filled in here) gives full control instead.
     """
     import torch
 
     from engine.inputs import tensor_inputs
+    from engine.jobs import Checkpoint
     from engine.models import LayerSpec
     from engine.pipeline import ModelJob, PrepareConfig, prepare
 
-    model, acc = train_digits_cnn(seed)
+    model, acc, saved = train_digits_cnn(seed, steps=steps or ())
     x, y, train = load_digits_data(seed)
-    with torch.no_grad():
-        prob = torch.softmax(model(torch.from_numpy(x)), 1).numpy()
-    pred = prob.argmax(1)
     names = [str(i) for i in range(10)]
     inputs = tensor_inputs(torch.from_numpy(x), labels=y, label_names=names)
     layers = [LayerSpec(id=i, name=n, kind=k) for i, n, k in DEMO_LAYERS]
-    job = ModelJob(name="digits-cnn", module=model, layers=layers,
+    checkpoints = [Checkpoint(f"step-{c['step']}", state=c["state_dict"],
+                              meta={"step": c["step"], "epoch": c["epoch"],
+                                    "test_accuracy": round(c["test_accuracy"], 4)}) for c in saved] or None
+    job = ModelJob(name="digits-cnn", module=model, layers=layers, checkpoints=checkpoints,
                    meta={"source": "engine.demo.DigitsCNN", "test_accuracy": round(acc, 4),
                          "train_images": int(train.sum())})
-    extra = {
-        "prediction": {"values": pred.astype(np.int32), "kind": "categorical", "categories": names},
-        "correct": {"values": (pred == y).astype(np.int32), "kind": "categorical",
-                    "categories": ["wrong", "correct"]},
-        "split": {"values": train.astype(np.int32), "kind": "categorical", "categories": ["test", "train"]},
-        "confidence": {"values": prob[np.arange(len(y)), y].astype(np.float32), "kind": "continuous",
-                       "extent": [0.0, 1.0]},
-    }
+    extra = {"split": {"values": train.astype(np.int32), "kind": "categorical",
+                       "categories": ["test", "train"]}}
     if cluster is not None or scheduler is not None or cluster_options is not None:
         from dataclasses import replace
 
@@ -162,6 +191,8 @@ def build_demo_bundle(out: str | Path = "demo.lt", device: str = "auto", resume:
         opts = cluster_options or ClusterOptions(cluster=cluster, scheduler=scheduler)
         cluster_options = replace(opts, inputs=InputRecipe.tensor(x))
         job.recipe = ModelRecipe.from_module(_build_model, model)
-    return prepare([job], inputs, out, PrepareConfig(device=device, seed=42), resume=resume,
-                   overwrite=True, progress=progress, extra_attributes=extra, cluster=cluster_options,
-                   provenance={"demo": {"cnn_test_accuracy": round(acc, 4), "seed": seed}})
+    config = PrepareConfig(device=device, seed=42, init="previous-checkpoint" if checkpoints else "spectral")
+    return prepare([job], inputs, out, config, resume=resume, overwrite=True, progress=progress,
+                   extra_attributes=extra, cluster=cluster_options,
+                   provenance={"demo": {"cnn_test_accuracy": round(acc, 4), "seed": seed,
+                                        "steps": [c["step"] for c in saved]}})

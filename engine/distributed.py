@@ -21,6 +21,14 @@ Task graph per model (futures; Dask moves the data between workers):
   client chains them with :func:`engine.align.chain` (equal to ``canonical_alignment``) and joins
   the models with :func:`engine.align.join_frames`; ``similarity_matrix`` is one task per model pair.
 
+A training run (a job with checkpoints) is the same graph once per checkpoint, in training order:
+each checkpoint gets its own :class:`ModelRecipe` (:meth:`ModelRecipe.at`: the checkpoint's weights
+loaded after the model is built, one cached module per worker and checkpoint); with ``--init
+previous-checkpoint`` an embedding task depends on the same layer's embedding at the previous
+checkpoint; the input layer is embedded once and copied by the client; a classifier's logits come
+back from the shards and become per-checkpoint attributes; the client aligns the whole grid from
+the written files (:func:`engine.checkpoints.align_bundle`, as the single-process runner does).
+
 Every task is submitted with ``retries``; a worker that dies mid-task is replaced by its nanny and
 the scheduler reruns what was lost (lost shard data is recomputed from its recipe). Only the
 client writes the bundle.
@@ -43,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.device import resolve, to_host
-from engine.jobs import LayerEmbedding, PrepareConfig
+from engine.jobs import Checkpoint, LayerEmbedding, PrepareConfig
 from engine.layerjob import embed_layer, sampled_layer
 
 log = logging.getLogger("layertour")
@@ -111,6 +119,16 @@ class ModelRecipe:
     weights: str = "DEFAULT"
     factory: Callable | None = None
     state: dict | None = field(default=None, repr=False)
+    checkpoint: Checkpoint | None = field(default=None, repr=False)  # loaded over the weights
+    trust: bool = False  # the checkpoint may be a pickled module
+
+    def at(self, checkpoint: Checkpoint, trust: bool = False) -> ModelRecipe:
+        """This model with ``checkpoint``'s weights loaded (:func:`engine.checkpoints.load_checkpoint`)
+        after it is built: one recipe (and one cached module per worker) per checkpoint."""
+        from engine.checkpoints import checkpoint_digest
+
+        key = f"{self.key}|checkpoint:{checkpoint.name}:{checkpoint_digest(checkpoint)}"
+        return replace(self, key=key, checkpoint=checkpoint, trust=trust)
 
     @classmethod
     def from_spec(cls, spec: str, weights: str = "DEFAULT", module=None) -> ModelRecipe:
@@ -148,6 +166,10 @@ class ModelRecipe:
             model = self.factory()
         if self.state is not None:
             model.load_state_dict(self.state, strict=True)
+        if self.checkpoint is not None:
+            from engine.checkpoints import load_checkpoint
+
+            load_checkpoint(model, self.checkpoint, trust=self.trust)
         return model.eval()
 
 
@@ -422,13 +444,15 @@ def embed_task(config: PrepareConfig, init, trace_dir: str | None, model_name: s
                *pieces: np.ndarray) -> LayerEmbedding:
     """Task: one layer's pieces (in row order) -> :func:`engine.layerjob.embed_layer`.
 
-    init : None (spectral) or the previous layer's step of the ``--init previous`` chain
-    (:func:`next_aligned`)."""
+    init : None (spectral), the previous layer's step of the ``--init previous`` chain
+    (:func:`next_aligned`), or the same layer's (N, p) embedding at the previous checkpoint
+    (``--init previous-checkpoint``)."""
     _trace(trace_dir, "embed", model_name, layer_id)
     backend = resolve(config.device)
     X = backend.xp.asarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
     if init is not None:
-        init = backend.xp.asarray(init["aligned"], dtype=backend.xp.float32)
+        init = backend.xp.asarray(init["aligned"] if isinstance(init, dict) else init,
+                                  dtype=backend.xp.float32)
     return embed_layer(X, config, "spectral" if init is None else init)
 
 
@@ -490,12 +514,16 @@ def connect(options: ClusterOptions, device: str = "auto"):
 
 
 def run(jobs, inputs, writer, config: PrepareConfig, options: ClusterOptions, *, progress: bool,
-        timings: dict, plan=None, hook=None) -> dict:
-    """Distributed body of :func:`engine.pipeline.prepare`: every layer written, aligned and compared
-    in ``writer``; models' ``meta`` updated. ``plan`` (:class:`engine.stream.StreamPlan`) streams
-    (:func:`_run_stream`); ``hook`` (an :class:`engine.stream.OutputHook`, picklable) adds
-    model-output attributes. Returns ``{"thumbnails": (N,32,32,3) uint8 or None, "images_done":
-    bool (a stream wrote them), "outputs": name -> attribute spec, "provenance": {...}}``."""
+        timings: dict, plan=None, hook=None, hooks: dict | None = None,
+        collectors: dict | None = None) -> dict:
+    """Distributed body of :func:`engine.pipeline.prepare`: every layer (of every checkpoint of a
+    training run) written, aligned and compared in ``writer``; models' ``meta`` updated.
+    In memory: the logits of classifiers go to their ``collectors`` (model name ->
+    :class:`engine.checkpoints.OutputCollector` or None); ``hook`` (the caller's
+    :class:`engine.stream.OutputHook`) needs a stream. ``plan`` (:class:`engine.stream.StreamPlan`)
+    streams (:func:`_run_stream`) with ``hooks`` (model name -> a picklable OutputHook or None:
+    model-output attributes). Returns ``{"thumbnails": (N,32,32,3) uint8 or None, "streamed":
+    :func:`engine.stream.finish_streams`'s result or None, "provenance": {...}}``."""
     if options.inputs is None:
         raise ValueError("distributed prepare needs an InputRecipe (how workers rebuild the images)")
     if options.inputs.rows[1] - options.inputs.rows[0] != inputs.n:
@@ -512,21 +540,25 @@ def run(jobs, inputs, writer, config: PrepareConfig, options: ClusterOptions, *,
         log.info("prepare: distributing over %s (%d workers)", desc, n_workers)
         prov = {"cluster": desc, "workers": n_workers, "retries": options.retries}
         if plan is not None:
-            images = _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progress, timings)
-            return {"thumbnails": None, "images_done": images, "provenance": prov}
+            got = _run_stream(client, jobs, inputs, writer, config, options, plan, hooks or {}, progress,
+                              timings)
+            return {"thumbnails": None, "streamed": got, "provenance": prov}
         if hook is not None:
             raise ValueError("an output hook on a Dask cluster needs a streaming run (--stream)")
-        thumbs = _run(client, jobs, inputs, writer, config, options, n_workers, progress, timings)
-        return {"thumbnails": thumbs, "provenance": prov}
+        thumbs = _run(client, jobs, inputs, writer, config, options, n_workers, progress, timings,
+                      collectors or {})
+        return {"thumbnails": thumbs, "streamed": None, "provenance": prov}
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def _run(client, jobs, inputs, writer, config, options, n_workers, progress, timings):
+def _run(client, jobs, inputs, writer, config, options, n_workers, progress, timings, collectors):
     from dask.distributed import as_completed
     from tqdm.auto import tqdm
+
+    from engine.checkpoints import align_bundle, load_checkpoint, plan, static_layers
 
     trace = options.trace_dir
     n = inputs.n
@@ -540,53 +572,89 @@ def _run(client, jobs, inputs, writer, config, options, n_workers, progress, tim
     threads = torch.get_num_threads()  # workers record with the client's count: see record_shard
     starts = [a for a, _ in ranges]
     t_start = time.perf_counter()
-    layer_futs: dict = {}  # future -> (job, index, spec)
-    emb: dict[str, list] = {}  # model -> per layer: future or host array of the (N, p) embedding
+    layer_futs: dict = {}  # future -> (job, index, spec, checkpoint name)
+    logit_futs: dict = {}  # (model, checkpoint) -> list of futures of the logits' pieces
+    copies: list = []  # (job, index, spec, checkpoint, first checkpoint): layers that do not change
+    emb: dict[str, list] = {}  # model -> per layer: future or host array (its last checkpoint's)
     thumbs_f = None
     for k, job in enumerate(jobs):
         writer.add_model(job.name, meta=job.meta)
-        done = {s.id for s in job.layers if writer.has_layer(job.name, s.id)}
-        todo = [s for s in job.layers if s.id not in done]
-        shards = []
-        if todo:
-            shards = [submit(record_shard, job.recipe, options.inputs.shard(a, b), job.layers, config,
-                             sorted(done), k == 0, trace, job.name, threads,
-                             key=f"record-{job.name}-{a}-{uuid()}")
-                      for a, b in ranges]
-            if k == 0:
-                thumbs_f = [submit(_thumbs, s) for s in shards]
-        prev = None
-        emb[job.name] = []
-        for i, spec in enumerate(job.layers):
-            if spec.id in done:
-                e = np.asarray(writer.read_layer(job.name, spec.id), dtype=np.float32)
-                emb[job.name].append(e)
-            else:
-                pieces = [submit(_pick, s, spec.id) for s in shards]
-                if config.fit_sample:
-                    init = None if prev is None else submit(_aligned_of, prev)
-                    res = sampled_layer(submit, config, n, starts, pieces, init)
+        steps = plan(job)
+        col = collectors.get(job.name)
+        prev_embs: list | None = None
+        for ki, ck in enumerate(steps):
+            c = None if ck is None else ck.name
+            recipe = job.recipe
+            if ck is not None:  # the client loads each checkpoint too: it fails early, and gives the meta
+                meta = {**ck.meta, **load_checkpoint(job.module, ck, trust=config.trust_checkpoints)}
+                writer.add_checkpoint(job.name, c, meta=meta)
+                recipe = recipe.at(ck, config.trust_checkpoints)
+            done = {s.id for s in job.layers if writer.has_layer(job.name, s.id, c)}
+            static = static_layers(job, ki) - done
+            todo = [s for s in job.layers if s.id not in done | static]
+            record_specs = list(job.layers) + ([col.spec] if col is not None else [])
+            first_shards = k == 0 and ki == 0
+            shards = []
+            if todo or col is not None:
+                shards = [submit(record_shard, recipe, options.inputs.shard(a, b), record_specs, config,
+                                 sorted(done | static), first_shards, trace, job.name, threads,
+                                 key=f"record-{job.name}-{c}-{a}-{uuid()}")
+                          for a, b in ranges]
+                if first_shards:
+                    thumbs_f = [submit(_thumbs, sh) for sh in shards]
+                if col is not None:
+                    logit_futs[(job.name, c)] = [submit(_pick, sh, col.spec.id) for sh in shards]
+            prev = None
+            row: list = []
+            for i, spec in enumerate(job.layers):
+                if spec.id in done:
+                    e = np.asarray(writer.read_layer(job.name, spec.id, c), dtype=np.float32)
+                elif spec.id in static:
+                    copies.append((job, i, spec, c, steps[0].name))
+                    e = prev_embs[i]
                 else:
-                    res = submit(embed_task, config, prev, trace, job.name, spec.id, *pieces,
-                                 key=f"embed-{job.name}-{spec.id}-{uuid()}")
-                layer_futs[res] = (job, i, spec)
-                e = submit(_embedding, res)
-                emb[job.name].append(e)
-            if config.init == "previous":
-                prev = submit(next_aligned, emb[job.name][-1], prev)
+                    pieces = [submit(_pick, sh, spec.id) for sh in shards]
+                    init = prev
+                    if config.init == "previous-checkpoint" and prev_embs is not None:
+                        init = prev_embs[i]
+                    if config.fit_sample:
+                        if config.init == "previous" and prev is not None:
+                            init = submit(_aligned_of, prev)
+                        res = sampled_layer(submit, config, n, starts, pieces, init)
+                    else:
+                        res = submit(embed_task, config, init, trace, job.name, spec.id, *pieces,
+                                     key=f"embed-{job.name}-{c}-{spec.id}-{uuid()}")
+                    layer_futs[res] = (job, i, spec, c)
+                    e = submit(_embedding, res)
+                row.append(e)
+                if config.init == "previous":
+                    prev = submit(next_aligned, row[-1], prev)
+            prev_embs = row
+        emb[job.name] = prev_embs
     bar = tqdm(total=len(layer_futs), desc="layers", unit="layer", disable=not progress, leave=False)
     for fut in as_completed(list(layer_futs)):
-        job, i, spec = layer_futs[fut]
+        job, i, spec, c = layer_futs[fut]
         res = fut.result()
         writer.write_layer(job.name, spec.id, res.embedding, name=spec.name, source_dim=res.source_dim,
-                           meta=res.meta, index=i)
-        log.info("%s %s: D=%d -> %d in %.1fs, trustworthiness %.3f", job.name, spec.id, res.source_dim,
-                 config.dim, res.seconds, res.meta["trustworthiness"])
+                           meta=res.meta, index=i, checkpoint=c)
+        log.info("%s %s: D=%d -> %d in %.1fs, trustworthiness %.3f",
+                 job.name if c is None else f"{job.name}@{c}", spec.id, res.source_dim, config.dim,
+                 res.seconds, res.meta["trustworthiness"])
         timings["umap_s"] = timings.get("umap_s", 0.0) + res.seconds
         bar.update()
     bar.close()
+    for job, i, spec, c, first in copies:
+        rec = writer.layer_record(job.name, spec.id, first)
+        writer.write_layer(job.name, spec.id, writer.read_layer(job.name, spec.id, first), name=spec.name,
+                           source_dim=rec["source_dim"], index=i, checkpoint=c,
+                           meta={**rec["meta"], "copied_from_checkpoint": first})
+    for (model, c), futs in logit_futs.items():
+        collectors[model].add((model, c), np.concatenate(client.gather(futs)))
     timings["layers_s"] = time.perf_counter() - t_start
-    _align(client, submit, jobs, writer, emb, timings)
+    if any(job.checkpoints for job in jobs):  # training runs: aligned on the client, from the files
+        align_bundle(writer, jobs, timings)
+    else:
+        _align(client, submit, jobs, writer, emb, timings)
     if thumbs_f is None:
         return None
     return np.concatenate(client.gather(thumbs_f))
@@ -744,7 +812,7 @@ def _pick_layer(res: dict, layer_id: str) -> np.ndarray:
     return res[layer_id]
 
 
-def _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progress, timings) -> bool:
+def _run_stream(client, jobs, inputs, writer, config, options, plan, hooks: dict, progress, timings) -> dict:
     """The streaming run on Dask (:mod:`engine.stream`'s steps as tasks): the fit sample is recorded
     where its rows lie (each range decodes only its sample rows), one fit task per layer, one stream
     task per image range (:func:`stream_ranges`) that records, reduces and transforms its chunks and
@@ -768,6 +836,7 @@ def _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progr
     idx, trust_idx, held_idx = sp["idx"], sp["trust_idx"], sp["held_idx"]
     for k, job in enumerate(jobs):
         writer.add_model(job.name, meta=job.meta)
+        hook = hooks.get(job.name)
         stream = open_stream(job, inputs, writer, config, plan, hook=hook, images=k == 0, mode="dask")
         if stream["done"]:
             continue
@@ -838,9 +907,9 @@ def _run_stream(client, jobs, inputs, writer, config, options, plan, hook, progr
             f.close()
         writer.set_stream_state(job.name, {**state, "done": True, "attribute_specs": stream["hook_specs"]})
         del fits, pieces, qpieces
-    images = finish_streams(writer, jobs, inputs, config, progress=progress)["images"]
+    streamed = finish_streams(writer, jobs, inputs, config, progress=progress)
     _align_files(client, submit, jobs, writer, timings)
-    return images
+    return streamed
 
 
 def _crc_of(fit: dict) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "check_dims", "check_frame", "complete_basis", "drag_axis", "drag_handle", "is_orthonormal",
-    "orthonormal_columns", "orthonormalize", "random_frame",
+    "orthonormal_columns", "orthonormalize", "principal_frame", "random_frame",
 ]
 
 
@@ -228,3 +228,21 @@ def drag_axis(frame, i: int, target) -> np.ndarray:
     out[order] = Q.T[:, :d]
     out[i] = t
     return out
+
+
+def principal_frame(X, d: int = 2, sample: int = 20_000, seed: int = 0) -> np.ndarray:
+    """The (p, d) float64 frame of X's top ``d`` principal axes: the projection that spreads X
+    ((N, p) host array, read on a seeded sample of at most ``sample`` rows) the most. Signs are
+    fixed (each axis's largest loading positive), so the same data give the same frame. Raises
+    ValueError when p < d or X has fewer than 2 rows."""
+    X = np.asarray(X)
+    n = int(X.shape[0])
+    if X.ndim != 2 or n < 2 or X.shape[1] < d:
+        raise ValueError(f"principal_frame: X must be (N >= 2, p >= {d}), got shape {tuple(X.shape)}")
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if n > sample else None
+    A = np.asarray(X if rows is None else X[rows], dtype=np.float64)
+    A = A - A.mean(axis=0)
+    _, _, vt = np.linalg.svd(A, full_matrices=False)
+    F = vt[:d].T.copy()
+    F *= np.where(F[np.abs(F).argmax(axis=0), np.arange(d)] < 0, -1.0, 1.0)
+    return orthonormalize(F)

@@ -1,112 +1,61 @@
-"""``layertour info``: the chosen back end, library versions, OpenGL renderer and CUDA device.
+"""``layertour info``: the chosen back end, library versions, and what installed parts add.
 
-Versions come from package metadata (no heavy import); the back end is resolved for real; the
-OpenGL renderer is read from a hidden 1x1 VisPy window in a subprocess, so a broken GL stack
-cannot take this process down. The offscreen OpenGL a notebook widget would render through (NVIDIA
-EGL, Mesa EGL, OSMesa or Xvfb) is what ``python -m viewer.offscreen`` reports, also in a
-subprocess: the viewer owns that choice, and the engine never imports it.
+Versions come from package metadata (no heavy import); the back end is resolved for real. Parts
+above the engine contribute their own lines through the ``layertour.info`` entry points (each a
+``report_lines(*, cuda, gl) -> list[str]``): the viewer adds the OpenGL renderer, the render path
+``auto`` would pick and the offscreen GL of a notebook widget (:mod:`viewer.sysinfo`), so the
+engine neither imports nor runs viewer or VisPy code.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import platform
-import subprocess
 import sys
 from importlib import metadata
 
 from engine.versions import versions
 
-_GL_PROBE = r"""
-import json, vispy
-vispy.use("glfw")
-from vispy import app, gloo
-c = app.Canvas(show=False, size=(1, 1))
-c.set_current()
-from vispy.gloo import gl
-print(json.dumps({"renderer": gl.glGetParameter(gl.GL_RENDERER),
-                  "version": gl.glGetParameter(gl.GL_VERSION),
-                  "vendor": gl.glGetParameter(gl.GL_VENDOR)}))
-c.close()
-"""
+__all__ = ["INFO_GROUP", "report", "versions"]
 
-
-def gl_renderer(timeout: float = 20.0) -> dict | str:
-    """The OpenGL renderer of a hidden window, or the reason none could be made."""
-    try:
-        proc = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "no OpenGL context (timed out)"
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return f"no OpenGL context ({last})"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def offscreen_gl(timeout: float = 30.0) -> dict | str:
-    """What a notebook widget would render through here (``viewer.offscreen.probe``: app, kind,
-    vendor, renderer, version), or the reason there is none."""
-    try:
-        proc = subprocess.run([sys.executable, "-m", "viewer.offscreen"], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "none (timed out)"
-    lines = proc.stdout.strip().splitlines()
-    try:
-        out = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        out = {}
-    if proc.returncode != 0 or "kind" not in out:
-        last = out.get("error") or (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return f"none ({last})"
-    return out
+INFO_GROUP = "layertour.info"
 
 
 def report(device: str = "auto", gl: bool = True) -> str:
+    """The text ``layertour info`` prints; ``gl=False`` skips every OpenGL question."""
     from engine.device import CudaUnavailableError, resolve
 
     lines = [f"layertour {metadata.version('layertour') if _installed() else '(source tree)'}",
              f"python     {platform.python_version()} ({sys.executable})"]
+    cuda = False
     try:
         b = resolve(device)
+        cuda = b.is_cuda
         lines.append(f"back end   {b.name} — {b.device_name} [{b.reason}]")
     except CudaUnavailableError as exc:
         lines.append(f"back end   unavailable: {exc}")
     lines.append("versions:")
     for name, ver in versions(missing=True).items():
-        if name == "layertour":
-            continue
         lines.append(f"  {name:<14} {ver or 'not installed'}")
-    if gl:
-        r = gl_renderer()
-        if isinstance(r, dict):
-            lines.append(f"OpenGL     {r['renderer']} ({r['vendor']}; {r['version']})")
-        else:
-            lines.append(f"OpenGL     {r}")
-        lines.append(f"render path {_render_path(r)}")
-        o = offscreen_gl()
-        if isinstance(o, dict):
-            lines.append(f"offscreen  {o['kind']} — {o['renderer']} (notebook widget; VisPy app {o['app']})")
-        else:
-            lines.append(f"offscreen  {o} (notebook widget)")
+    for name, part in _parts():
+        try:
+            lines.extend(part(cuda=cuda, gl=gl))
+        except Exception as exc:  # one broken optional part must not hide the rest of the report
+            lines.append(f"{name:<10} not reported ({type(exc).__name__}: {exc})")
     return "\n".join(lines)
 
 
-def _render_path(gl_info) -> str:
-    """Which viewer render path ``auto`` would pick (the viewer makes the final choice at run time)."""
-    from engine.device import resolve
+def _parts() -> list:
+    """(name, report_lines) of the installed ``layertour.info`` entry points, in name order."""
+    from importlib.metadata import entry_points
 
-    try:
-        cuda = resolve("auto").is_cuda
-    except Exception:
-        cuda = False
-    nvidia_gl = isinstance(gl_info, dict) and "nvidia" in str(gl_info.get("vendor", "")).lower()
-    if cuda and nvidia_gl:
-        return "cuda (CUDA-OpenGL interop: the project kernel writes the vertex buffer)"
-    if cuda:
-        return "copy (CUDA compute, device->host->GL copy: the GL context is not NVIDIA's)"
-    return "shader (vertex-shader projection; no CUDA)"
+    found = []
+    for ep in sorted(entry_points(group=INFO_GROUP), key=lambda e: e.name):
+        try:
+            found.append((ep.name, ep.load()))
+        except Exception as exc:
+            logging.getLogger("layertour").warning("info part %r not loaded: %s", ep.name, exc)
+    return found
 
 
 def _installed() -> bool:

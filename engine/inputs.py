@@ -83,6 +83,7 @@ class InputSet:
         self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
         if self.targets is not None and self.targets.shape != (self.n,):
             raise ValueError(f"input set {name!r}: targets must be ({self.n},), got {self.targets.shape}")
+        self.model_class_names: list[str] | None = None  # the K model classes ``targets`` index
         self.attributes = dict(attributes or {})
         self.info = dict(info or {})
         self.classes = classes
@@ -144,12 +145,14 @@ class InputSet:
         else:  # read everything once, keep the chosen rows (in-memory sets only)
             batch_fn, rows_fn = _select_rows(self._batch_fn, rows), None
         attrs = {k: {**v, "values": np.asarray(v["values"])[rows]} for k, v in self.attributes.items()}
-        return InputSet(name=self.name, description=f"{self.description} [{rows.size} rows]",
-                        labels=self.labels[rows], label_names=self.label_names, batch_fn=batch_fn,
-                        thumbnails=self._thumbs[rows] if self._given_thumbs else None,
-                        fingerprint=_digest(self.fingerprint, rows.tobytes()), rows_fn=rows_fn,
-                        targets=None if self.targets is None else self.targets[rows], attributes=attrs,
-                        info=self.info, classes=self.classes)
+        sub = InputSet(name=self.name, description=f"{self.description} [{rows.size} rows]",
+                       labels=self.labels[rows], label_names=self.label_names, batch_fn=batch_fn,
+                       thumbnails=self._thumbs[rows] if self._given_thumbs else None,
+                       fingerprint=_digest(self.fingerprint, rows.tobytes()), rows_fn=rows_fn,
+                       targets=None if self.targets is None else self.targets[rows], attributes=attrs,
+                       info=self.info, classes=self.classes)
+        sub.model_class_names = self.model_class_names
+        return sub
 
     def rows(self, a: int, b: int) -> InputSet:
         """Rows ``[a, b)`` (a shard)."""
@@ -673,6 +676,8 @@ def image_inputs(source, n: int | None = None, workers: int | None = None, *,
                       attributes=attributes, info=info, classes=cn,
                       fingerprint=_digest("folder" if kind == "folder" else "list", *stats, *labels.tolist()))
     inputs.dropped = np.asarray(bad, dtype=np.int64)  # positions among the chosen files left out
+    # the model's K classes, which ``targets`` index (a prediction's categories)
+    inputs.model_class_names = [str(c) for c in categories] if targets is not None and categories else None
     return inputs
 
 

@@ -14,8 +14,12 @@ import numpy as np
 from engine.embed import BACKENDS, SEED_LIMIT
 from engine.store import MIN_DIM
 
-__all__ = ["CONTENT_FIELDS", "SAMPLE_FIELDS", "TRANSFORM_CHUNK", "LayerEmbedding", "ModelJob",
-           "PrepareConfig"]
+__all__ = ["CONTENT_FIELDS", "INITS", "SAMPLE_FIELDS", "TRANSFORM_CHUNK", "Checkpoint", "LayerEmbedding",
+           "ModelJob", "PrepareConfig"]
+
+#: UMAP inits of a run: the study's spectral init; the previous layer's aligned embedding; the same
+#: layer's embedding at the previous checkpoint of a training run (the default with checkpoints).
+INITS = ("spectral", "previous", "previous-checkpoint")
 
 #: The PrepareConfig fields that decide a bundle's content (the others only decide how fast or
 #: where it is computed): a resumed run must have the same values.
@@ -39,7 +43,7 @@ class PrepareConfig:
     dim: int = 15
     n_neighbors: int = 15
     min_dist: float = 0.1
-    init: str = "spectral"  # "spectral" (the study's) or "previous" (previous layer's aligned embedding)
+    init: str = "spectral"  # one of INITS
     seed: int = 42
     umap_backend: str = "auto"
     pooling: str = "avg"
@@ -53,13 +57,14 @@ class PrepareConfig:
     stream: bool | None = None  # stream activations in chunks: None = when the memory budget requires it
     reduce_dims: int = 256  # sample fits: randomised-PCA basis of this many dims (0 = none) before UMAP
     transform_chunk: int = TRANSFORM_CHUNK  # sample fits: rows per UMAP transform call
+    trust_checkpoints: bool = False  # load checkpoints that are pickled modules (they can run code)
 
     def __post_init__(self):
         def integer(v) -> bool:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-        if self.init not in ("spectral", "previous"):
-            raise ValueError(f"--init {self.init!r}: expected 'spectral' or 'previous'")
+        if self.init not in INITS:
+            raise ValueError(f"--init {self.init!r}: expected one of {', '.join(INITS)}")
         if not integer(self.dim) or self.dim < MIN_DIM:
             raise ValueError(f"--dim {self.dim}: the tour shows p-dimensional points in 2-D or 3-D views and "
                              f"needs p > d, so the dimension must be at least {MIN_DIM}")
@@ -105,15 +110,41 @@ class PrepareConfig:
         return {k: d[k] for k in CONTENT_FIELDS + (SAMPLE_FIELDS if self.sampled else ())}
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """One state of a model during its training.
+
+    name : the checkpoint's name in the bundle (letters, digits, ``_ . + -``), e.g. ``epoch-3``.
+    path : a file holding its weights (a state dict, a dict with one, or a saved module), or None.
+    state : the state dict itself (name -> tensor, in memory), when there is no file.
+    meta : JSON about it (``step``, ``epoch``, ...), stored with the checkpoint in the bundle.
+    Exactly one of ``path`` and ``state`` is given (:mod:`engine.checkpoints` finds and loads them).
+    """
+
+    name: str
+    path: str | None = None
+    state: dict | None = field(default=None, repr=False, compare=False)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if (self.path is None) == (self.state is None):
+            raise ValueError(f"checkpoint {self.name!r}: give exactly one of path and state")
+
+
 @dataclass
 class ModelJob:
-    """One model to record: a name for the bundle, the module (eval mode) and its layers in order."""
+    """One model to record: a name for the bundle, the module (eval mode) and its layers in order.
+
+    checkpoints : the states of a training run to record, in training order (each a
+    :class:`Checkpoint` loaded into ``module`` in turn); None records ``module`` as it is.
+    """
 
     name: str
     module: object  # torch.nn.Module (typed loosely so importing this module needs no torch)
     layers: list  # list[engine.models.LayerSpec]
     meta: dict = field(default_factory=dict)
     recipe: object = None  # engine.distributed.ModelRecipe: how Dask workers rebuild the module
+    checkpoints: list | None = None  # list[Checkpoint] in training order
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ pseudo name) and ``kind``:
 - ``"input"``   — the model's input batch;
 - ``"flatten"`` — ``torch.flatten(·, 1)`` of the pooled output of the nearest *preceding* module
   layer of the list (the study's Flatten after ``avgpool``);
-- ``"softmax"`` — softmax over dim 1 of the model's output (the study's Softmax after ``fc``).
+- ``"softmax"`` — softmax over dim 1 of the model's output (the study's Softmax after ``fc``);
+- ``"logits"``  — the model's output itself (a classifier's logits; any model's output tensor).
 
 ``PRESETS`` holds the study's exact lists (GoogLeNet 21 layers, ResNet-50 25 layers); their ids
 equal the file names of the published data. torch is imported only inside the functions.
@@ -23,8 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("module", "input", "flatten", "softmax")
-PSEUDO = {"input": "Input", "flatten": "Flatten", "softmax": "Softmax"}
+KINDS = ("module", "input", "flatten", "softmax", "logits")
+PSEUDO = {"input": "Input", "flatten": "Flatten", "softmax": "Softmax", "logits": "Logits"}
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def resolve_layers(model, spec: str, model_name: str | None = None) -> list[Laye
             out.append(LayerSpec(f"{i}-{type(modules[tok]).__name__}", tok, "module"))
         else:
             raise ValueError(f"unknown layer {tok!r} for model {model_name or type(model).__name__}; "
-                             f"pseudo layers: input, flatten, softmax; modules: {', '.join(modules)}")
+                             f"pseudo layers: input, flatten, softmax, logits; modules: {', '.join(modules)}")
     keys = [s.id for s in out] + [s.name for s in out if s.kind != "flatten"]
     dup = sorted({x for x in keys if keys.count(x) > 1})
     if dup:

@@ -7,6 +7,13 @@ interrupted run keeps every finished layer), and dropped. When every layer of ev
 the layers are aligned into one canonical frame (:mod:`engine.align`), the similarity matrices are
 computed, and the bundle is committed atomically (:class:`engine.store.BundleWriter`).
 
+A job with checkpoints (a training run, ``--checkpoints``) goes through the same per-layer work
+once per checkpoint, in training order, its weights loaded into the module first
+(:mod:`engine.checkpoints`: finding, ordering, loading, the input layer embedded once, the logits of
+a classifier recorded in the same pass and turned into per-checkpoint attributes by
+:mod:`engine.outputs`); the alignment then puts every (checkpoint, layer) into one frame. A plain
+job is the one-checkpoint case.
+
 The run's types live in :mod:`engine.jobs` and the per-layer work in :mod:`engine.layerjob`, both
 shared with the Dask runner. The UMAP back end is checked before anything is recorded, and a
 ``--resume`` whose parameters differ from the interrupted run's is refused with the differences.
@@ -49,36 +56,62 @@ def run_params(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, umap_bac
     """What decides the content of the bundle a run writes (JSON): the content parameters of
     ``config``, the resolved UMAP back end, the inputs (name, N, fingerprint) and every model
     (source, weights, a digest of its state dict, its layers in order). A ``--resume`` must match."""
+    from engine.checkpoints import checkpoint_digest
     from engine.models import state_digest
+
+    def model(j):
+        d = {"source": str(j.meta.get("source")), "weights": str(j.meta.get("weights")),
+             "state": state_digest(j.module), "layers": [[s.id, s.name, s.kind] for s in j.layers]}
+        if j.checkpoints:  # a training run: which checkpoints, in which order, with which weights
+            d["checkpoints"] = [[c.name, checkpoint_digest(c)] for c in j.checkpoints]
+        return d
 
     return {"config": config.content_params(), "umap_backend": umap_backend,
             "inputs": {"name": inputs.name, "n": int(inputs.n), "fingerprint": inputs.fingerprint},
-            "models": {j.name: {"source": str(j.meta.get("source")), "weights": str(j.meta.get("weights")),
-                                "state": state_digest(j.module),
-                                "layers": [[s.id, s.name, s.kind] for s in j.layers]} for j in jobs}}
+            "models": {j.name: model(j) for j in jobs}}
 
 
 def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend: Backend,
-                   progress: bool, timings: dict) -> None:
+                   progress: bool, timings: dict, k: int = 0, outputs=None) -> None:
+    """Record and embed every layer of ``job`` in its state now: checkpoint ``k`` of its training run
+    (:func:`engine.checkpoints.plan`; its weights already loaded), or its only state. ``outputs``:
+    an :class:`engine.checkpoints.OutputCollector` that gets the logits, recorded in the same pass."""
     from engine.activations import record
     from engine.align import extend_chain
+    from engine.checkpoints import plan, static_layers
 
-    done = {spec.id for spec in job.layers if writer.has_layer(job.name, spec.id)}
+    steps = plan(job)
+    ck = None if steps[k] is None else steps[k].name
+    first = None if steps[0] is None else steps[0].name
+    prev_ck = None if k == 0 or steps[k - 1] is None else steps[k - 1].name
+    label = job.name if ck is None else f"{job.name}@{ck}"
+    done = {spec.id for spec in job.layers if writer.has_layer(job.name, spec.id, ck)}
     if done:
-        log.info("%s: resuming, %d of %d layers already finished", job.name, len(done), len(job.layers))
+        log.info("%s: resuming, %d of %d layers already finished", label, len(done), len(job.layers))
+    static = static_layers(job, k) - done  # copied from the first checkpoint: they do not change
     budget = None if config.memory_budget_gib is None else int(config.memory_budget_gib * 2**30)
-    stream = record(job.module, inputs, job.layers, backend=backend, batch_size=config.batch_size,
+    specs = list(job.layers) + ([outputs.spec] if outputs is not None else [])
+    stream = record(job.module, inputs, specs, backend=backend, batch_size=config.batch_size,
                     max_dim=config.max_dim, max_width=config.max_width, pooling=config.pooling,
-                    memory_budget=budget, skip=done, progress=progress)
+                    memory_budget=budget, skip=done | static, progress=progress)
+    if outputs is not None:
+        stream = outputs.take(stream, (job.name, ck))
     from tqdm.auto import tqdm
 
     prev_aligned, chain_end = None, None  # host (N, p) float64, only needed for init="previous"
     t_record = time.perf_counter()
-    bar = tqdm(job.layers, desc=f"{job.name}: layers", unit="layer", disable=not progress)
+    bar = tqdm(job.layers, desc=f"{label}: layers", unit="layer", disable=not progress)
     for position, spec in enumerate(bar):
         bar.set_postfix_str(spec.id)
         if spec.id in done:
-            emb = np.asarray(writer.read_layer(job.name, spec.id), dtype=np.float64)
+            emb = np.asarray(writer.read_layer(job.name, spec.id, ck), dtype=np.float64)
+        elif spec.id in static:
+            src = writer.read_layer(job.name, spec.id, first)
+            rec = writer.layer_record(job.name, spec.id, first)
+            writer.write_layer(job.name, spec.id, src, name=spec.name, source_dim=rec["source_dim"],
+                               meta={**rec["meta"], "copied_from_checkpoint": first}, index=position,
+                               checkpoint=ck)
+            emb = np.asarray(src, dtype=np.float64)
         else:
             got_spec, X = next(stream)
             if got_spec.id != spec.id:
@@ -88,10 +121,13 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
             init = "spectral"
             if config.init == "previous" and prev_aligned is not None:
                 init = backend.xp.asarray(prev_aligned, dtype=backend.xp.float32)
+            elif config.init == "previous-checkpoint" and prev_ck is not None:
+                init = backend.xp.asarray(writer.read_layer(job.name, spec.id, prev_ck),
+                                          dtype=backend.xp.float32)
             res = embed_layer(X, config, init)
             writer.write_layer(job.name, spec.id, res.embedding, name=spec.name, source_dim=res.source_dim,
-                               meta=res.meta, index=position)
-            log.info("%s %s: D=%d -> %d in %.1fs (%s, %s), trustworthiness %.3f", job.name, spec.id,
+                               meta=res.meta, index=position, checkpoint=ck)
+            log.info("%s %s: D=%d -> %d in %.1fs (%s, %s), trustworthiness %.3f", label, spec.id,
                      res.source_dim, config.dim, res.seconds, res.meta["umap_backend"],
                      res.meta["knn_algorithm"], res.meta["trustworthiness"])
             timings.setdefault("umap_s", 0.0)
@@ -107,54 +143,71 @@ def _prepare_model(job: ModelJob, inputs, writer, config: PrepareConfig, backend
         raise RuntimeError("recorder yielded more layers than requested")
 
 
-def _run_models(jobs, inputs, writer, config, backend, plan, hook, outputs: dict, progress, timings) -> bool:
-    """Every model's layers, in memory or streamed (``plan``); ``hook`` attributes land in
-    ``outputs`` (in-memory run) or are adopted from the streams. Returns whether thumbnails were
-    written (a streaming run writes them on its way)."""
+def _run_models(jobs, inputs, writer, config, backend, plan, hook, hooks, collectors: dict, outputs: dict,
+                progress, timings) -> dict:
+    """Every model's layers, in memory (:func:`_prepare_run`, classifier logits to ``collectors``)
+    or streamed (``plan``, each model with ``hooks[name]``: a classifier's outputs through its
+    :class:`engine.outputs.ClassifierHook`, and ``hook``). ``hook`` (the caller's) attributes land in
+    ``outputs`` (in-memory run) or are adopted from the streams. Returns None (in memory), or
+    :func:`engine.stream.finish_streams`'s ``{"images": bool, "attributes": {...}}`` (a streaming run
+    writes thumbnails and output attributes on its way)."""
     from engine.stream import finish_streams, output_pass, stream_model
 
     for k, job in enumerate(jobs):
         writer.add_model(job.name, meta=job.meta)
         if plan is not None:
             stream_model(job, inputs, writer, config, plan, backend, progress=progress, timings=timings,
-                         hook=hook, images=k == 0)
+                         hook=hooks[job.name], images=k == 0)
             continue
-        _prepare_model(job, inputs, writer, config, backend, progress, timings)
+        _prepare_run(job, inputs, writer, config, backend, progress, timings, collectors.get(job.name))
         if hook is not None:
             specs = hook.specs()
             for name, values in output_pass(job, inputs, config, backend, hook, progress).items():
                 label = name if len(jobs) == 1 else f"{job.name}.{name}"
                 outputs[label] = {**specs[name], "values": values}
     if plan is None:
-        return False
-    return finish_streams(writer, jobs, inputs, config, progress=progress)["images"]
+        return None
+    return finish_streams(writer, jobs, inputs, config, progress=progress)
 
 
-def _align_and_compare(writer, jobs: Sequence[ModelJob], timings: dict) -> None:
-    """Canonical alignment of every model's layers, cross-model frames, similarity matrices."""
-    from engine.align import align_models
+def _classifier_hook(collector):
+    from engine.outputs import ClassifierHook
 
-    t0 = time.perf_counter()
-    result = align_models({job.name: [writer.read_layer(job.name, s.id) for s in job.layers] for job in jobs})
-    for job in jobs:
-        alignments = result.alignments[job.name]
-        for spec, a in zip(job.layers, alignments):
-            writer.set_alignment(job.name, spec.id, a.rotation, a.center)
-        job.meta["consecutive_similarity"] = [round(float(v), 6) for v in result.consecutive[job.name]]
-        job.meta["alignment_residuals"] = [round(float(a.residual), 6) for a in alignments]
-    for (a, b), S in result.similarity.items():
-        writer.set_similarity(a, b, np.asarray(S, dtype=np.float32))
-    timings["align_s"] = round(time.perf_counter() - t0, 3)
+    return None if collector is None else ClassifierHook(tuple(collector.class_names), collector.uses_targets)
+
+
+def _prepare_run(job: ModelJob, inputs, writer, config: PrepareConfig, backend: Backend, progress: bool,
+                 timings: dict, outputs) -> None:
+    """Every state of ``job``: each checkpoint's weights loaded into its module in turn (training
+    order), then :func:`_prepare_model`; or its one state."""
+    from engine.checkpoints import load_checkpoint, plan
+
+    steps = plan(job)
+    if steps == [None]:
+        _prepare_model(job, inputs, writer, config, backend, progress, timings, 0, outputs)
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(steps, desc=f"{job.name}: checkpoints", unit="checkpoint", disable=not progress)
+    for k, ck in enumerate(bar):
+        meta = {**ck.meta, **load_checkpoint(job.module, ck, trust=config.trust_checkpoints)}
+        writer.add_checkpoint(job.name, ck.name, meta=meta)
+        _prepare_model(job, inputs, writer, config, backend, progress, timings, k, outputs)
 
 
 def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareConfig | None = None, *,
             resume: bool = False, overwrite: bool = False, progress: bool = True,
             extra_attributes: dict | None = None, provenance: dict | None = None, cluster=None,
-            output_hook=None) -> Path:
+            output_hook=None, checkpoints=None) -> Path:
     """Record, embed, align and store every layer of ``jobs`` over the same ``inputs``.
 
-    jobs : models to record; several models share the images (same order) for comparison.
+    jobs : models to record; several models share the images (same order) for comparison. A job
+        with ``checkpoints`` is a training run: every layer is recorded at every checkpoint.
     inputs : an :class:`engine.inputs.InputSet` (labels and thumbnails go into the bundle).
+    checkpoints : a training run for the jobs given here instead of on each job: model name ->
+        checkpoints, or (one job) the checkpoints themselves; each a :class:`engine.jobs.Checkpoint`
+        or a path (a state-dict file or saved module, a folder of them, a glob; see
+        :mod:`engine.checkpoints`), in training order.
     out : bundle directory; built beside it in ``.<name>.partial`` and renamed into place.
     config : the run's parameters (default ``PrepareConfig()``).
     resume : keep layers finished by an interrupted run with the same ``out``; refused (BundleError
@@ -162,17 +215,25 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     extra_attributes : name -> dict(values=(N,), kind=..., categories=..., extent=...).
     cluster : :class:`engine.distributed.ClusterOptions` to run the work on Dask (every job then
         needs a ``recipe``); the bundle equals the single-process one with the same seeds.
-    output_hook : an :class:`engine.stream.OutputHook`: per-input attributes from each model's
-        outputs (prediction, confidence, ...), computed chunk by chunk as the outputs pass (a
-        streaming run), or in one extra forward pass (an in-memory run); named ``<model>.<name>``
-        when there are several models.
+    output_hook : an :class:`engine.stream.OutputHook`: more per-input attributes from each model's
+        outputs, computed chunk by chunk as the outputs pass (a streaming run), or in one extra
+        forward pass (an in-memory run); named ``<model>.<name>`` when there are several models.
     ``config.stream`` (``--stream``) or a memory budget too small for one layer of all N inputs
     makes the run stream (:mod:`engine.stream`): memory independent of N.
-    Returns the bundle path. Raises ``ValueError`` for mismatched inputs or duplicate model names.
+
+    Each layer's activations are (N, D) float32 where the back end keeps them (NumPy, or CuPy on
+    CUDA) and become an (N, ``config.dim``) float32 embedding on the host. When a model is a
+    classifier over the inputs' classes, its outputs become attributes (:mod:`engine.outputs`):
+    per checkpoint of a training run, and the last state's for the bundle; streamed with the
+    layers in a streaming run.
+    Returns the bundle path. Raises ``ValueError`` for mismatched inputs or duplicate model names,
+    :class:`engine.checkpoints.CheckpointError` for checkpoints that cannot be found or loaded.
     """
+    from engine.checkpoints import align_bundle, output_collector, write_outputs
     from engine.embed import choose_backend
+    from engine.outputs import ClassifierHook
     from engine.store import BundleWriter
-    from engine.stream import plan_stream, resolve_config
+    from engine.stream import join_hooks, plan_stream, resolve_config
 
     config = config if config is not None else PrepareConfig()
     if not jobs:
@@ -180,6 +241,9 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"prepare: model names must be unique, got {names}")
+    jobs = _with_checkpoints(jobs, checkpoints)
+    if config.init == "previous-checkpoint" and not any(j.checkpoints for j in jobs):
+        raise ValueError("--init previous-checkpoint: needs a training run (--checkpoints)")
     backend = resolve(config.device)
     # Before any recording: a UMAP back end that cannot run here fails now, not after an hour.
     umap_name, _cuml, umap_why = choose_backend(config.umap_backend, backend.is_cuda)
@@ -194,6 +258,9 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
         m = _staged_fit_sample(out)
         if m is not None and m != plan.fit_sample:
             plan = plan_stream(jobs, inputs, replace(config, fit_sample=m), backend, dims=plan.dims)
+    if plan is not None and any(j.checkpoints for j in jobs):
+        raise ValueError(f"prepare: a training run (--checkpoints) is recorded in memory and cannot stream "
+                         f"({plan.why}); lower --n or raise --memory-budget")
     if plan is not None:
         config = resolve_config(config, plan)
         log.info("prepare: streaming (%s): fit sample %d, chunks of %d rows, budget %.2f GiB", plan.why,
@@ -203,25 +270,34 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     thumbnails, dist_info, images_done = None, None, False
     outputs: dict = {}
     try:
+        collectors = {job.name: output_collector(job, inputs, backend) for job in jobs}
+        hooks = None if plan is None else \
+            {job.name: join_hooks(_classifier_hook(collectors[job.name]), output_hook) for job in jobs}
         if cluster is not None:
             from engine.distributed import run
 
             got = run(jobs, inputs, writer, config, cluster, progress=progress, timings=timings, plan=plan,
-                      hook=output_hook)
-            thumbnails, dist_info = got["thumbnails"], got["provenance"]
-            images_done = got.get("images_done", False)
+                      hook=output_hook, hooks=hooks, collectors=collectors)
+            thumbnails, dist_info, streamed = got["thumbnails"], got["provenance"], got.get("streamed")
         else:
-            images_done = _run_models(jobs, inputs, writer, config, backend, plan, output_hook, outputs,
-                                      progress, timings)
-            _align_and_compare(writer, jobs, timings)
-        for job in jobs:  # meta gained consecutive similarities and residuals
-            writer.add_model(job.name, meta=job.meta)
+            streamed = _run_models(jobs, inputs, writer, config, backend, plan, output_hook, hooks,
+                                   collectors, outputs, progress, timings)
+            align_bundle(writer, jobs, timings)
         if inputs.labels is not None:
             writer.set_attribute("label", np.asarray(inputs.labels, dtype=np.int32), "categorical",
                                  categories=list(inputs.label_names), default=True)
         for name, spec in {**getattr(inputs, "attributes", {}), **outputs}.items():
             writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
                                  extent=spec.get("extent"))
+        if streamed is None:
+            write_outputs(writer, jobs, collectors)
+        else:  # the streams wrote the outputs' attributes; the models' meta gets their summaries
+            images_done = streamed["images"]
+            for job in jobs:
+                if collectors.get(job.name) is not None:
+                    job.meta.update(ClassifierHook.summary(streamed["attributes"].get(job.name, {})))
+        for job in jobs:  # meta gained consecutive similarities, residuals, accuracy and loss
+            writer.add_model(job.name, meta=job.meta)
         for name, spec in (extra_attributes or {}).items():
             writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
                                  extent=spec.get("extent"))
@@ -234,7 +310,9 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
             "tool": "layertour prepare",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "inputs": {"name": inputs.name, "n": inputs.n, "description": inputs.description},
-            "models": {j.name: {"layers": [s.id for s in j.layers]} for j in jobs},
+            "models": {j.name: {"layers": [s.id for s in j.layers],
+                                **({"checkpoints": [c.name for c in j.checkpoints]} if j.checkpoints else {})}
+                       for j in jobs},
             "parameters": asdict(config),
             "backend": {"name": backend.name, "device": backend.device_name, "reason": backend.reason},
             "host": platform.node(), "python": platform.python_version(),
@@ -264,33 +342,44 @@ def _staged_fit_sample(out) -> int | None:
 
 def prepare_from_args(args) -> Path:
     """``layertour prepare`` entry point: build the jobs and inputs from the CLI namespace."""
+    from engine.checkpoints import find_checkpoints
     from engine.inputs import digits_inputs, image_inputs, synthetic_inputs, with_coarse
     from engine.models import imagenet_categories, load_model, model_categories, resolve_layers
 
+    sources = getattr(args, "checkpoints", None)
+    if sources and len(args.model) != 1:
+        raise ValueError(f"--checkpoints: a training run is of one model; got {len(args.model)} "
+                         "--model options")
+    checkpoints = find_checkpoints(sources) if sources else None  # checked before any model is loaded
+    init = args.init or ("previous-checkpoint" if checkpoints else "spectral")
     config = PrepareConfig(dim=args.dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
-                           init=args.init, seed=args.seed, umap_backend=args.umap_backend,
+                           init=init, seed=args.seed, umap_backend=args.umap_backend,
                            pooling=args.pooling, batch_size=args.batch_size,
                            memory_budget_gib=args.memory_budget, device=args.device,
                            fit_sample=getattr(args, "fit_sample", None),
                            stream=True if getattr(args, "stream", False) else None,
                            reduce_dims=getattr(args, "reduce_dims", 256),
-                           transform_chunk=getattr(args, "transform_chunk", 8192))
+                           transform_chunk=getattr(args, "transform_chunk", 8192),
+                           trust_checkpoints=bool(getattr(args, "trust_checkpoints", False)))
     cluster = _cluster_options(args)  # checks --cluster/--scheduler before any model is loaded
+    # a training run's weights come from its checkpoints: no pretrained download to be replaced
+    pretrained = args.weights == "DEFAULT" and not _all_custom(args.model)
+    weights = "none" if checkpoints and pretrained else args.weights
     jobs = []
     for spec in args.model:
-        if args.weights == "none" or (args.weights == "DEFAULT" and _custom(spec)):
+        if weights == "none" or (weights == "DEFAULT" and _custom(spec)):
             import torch
 
             torch.manual_seed(args.seed)  # random weights: the same in every run with this --seed
-        module, name = load_model(spec, weights=args.weights)
+        module, name = load_model(spec, weights=weights)
         layers = resolve_layers(module, args.layers, name)
         recipe = None
         if cluster is not None:
             from engine.distributed import ModelRecipe
 
-            recipe = ModelRecipe.from_spec(spec, args.weights, module)
-        jobs.append(ModelJob(name=name, module=module, layers=layers, recipe=recipe,
-                             meta={"source": spec, "weights": str(args.weights), "layers_spec": args.layers}))
+            recipe = ModelRecipe.from_spec(spec, weights, module)
+        jobs.append(ModelJob(name=name, module=module, layers=layers, recipe=recipe, checkpoints=checkpoints,
+                             meta={"source": spec, "weights": str(weights), "layers_spec": args.layers}))
     coarse = getattr(args, "coarse", None)
     synthetic = getattr(args, "synthetic", None)
     if synthetic is not None:
@@ -323,6 +412,26 @@ def prepare_from_args(args) -> Path:
         cluster = replace(cluster, inputs=recipe)
     return prepare(jobs, inputs, args.out, config, resume=args.resume,
                    overwrite=getattr(args, "force", False), cluster=cluster)
+
+
+def _with_checkpoints(jobs: Sequence[ModelJob], checkpoints) -> list[ModelJob]:
+    """``jobs`` with the ``checkpoints`` argument of :func:`prepare` attached (checked, in order)."""
+    from dataclasses import replace
+
+    from engine.checkpoints import as_checkpoints
+
+    jobs = list(jobs)
+    if checkpoints is None:
+        return [replace(j, checkpoints=as_checkpoints(j.checkpoints)) if j.checkpoints else j for j in jobs]
+    if not isinstance(checkpoints, dict):
+        if len(jobs) != 1:
+            raise ValueError("prepare: with several models, give checkpoints as {model name: checkpoints}")
+        checkpoints = {jobs[0].name: checkpoints}
+    unknown = set(checkpoints) - {j.name for j in jobs}
+    if unknown:
+        raise ValueError(f"prepare: checkpoints for unknown models {sorted(unknown)}")
+    return [replace(j, checkpoints=as_checkpoints(checkpoints[j.name])) if j.name in checkpoints else j
+            for j in jobs]
 
 
 def _cluster_options(args):

@@ -10,6 +10,14 @@ Layout (see docs/architecture.md)::
     BUNDLE/images.npy                              uint8 (N, 32, 32, 3) thumbnails (optional)
     BUNDLE/similarity/<a>__<b>.npy                 float32 (La, Lb) layer-similarity matrix (optional)
 
+A model recorded at several checkpoints of its training (a *training run*) keeps every checkpoint's
+layers under ``models/<model>/checkpoints/<checkpoint>/`` (the same files per layer as above, plus
+``attributes/<name>.npy`` for that checkpoint's outputs), ``models/<model>/checkpoint_similarity.npy``
+(float32 (K-1, L): each layer's similarity between consecutive checkpoints) and
+``models/<model>/layer_similarity.npy`` (float32 (K, L, L)); its manifest entry lists the
+checkpoints in training order, and its ``layers`` are the last checkpoint's (so a reader that knows
+nothing of checkpoints sees the trained model).
+
 Reading: :func:`load_bundle` validates the manifest (types, keys, names and text, files, array
 headers, shapes and dtypes, finite and orthogonal alignments, finite attribute values and extents)
 and memory-maps every array (host memory, read-only; nothing is copied until used). Layer data are
@@ -33,7 +41,7 @@ import os
 import re
 import shutil
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,8 +76,14 @@ _ORTHO_TOL = 1e-6
 STREAM_SUFFIX = ".stream"  # row files of an unfinished stream in the staging directory
 
 __all__ = ["Attribute", "Bundle", "BundleError", "BundleWriter", "Layer", "Model", "FORMAT_VERSION",
-           "MIN_DIM", "NAME_RE", "is_valid_name", "is_valid_layer_id", "text_problem", "load_bundle",
-           "write_atomic"]
+           "MIN_DIM", "NAME_RE", "PLAIN_CHECKPOINT", "is_valid_name", "is_valid_layer_id", "text_problem",
+           "load_bundle", "write_atomic"]
+
+#: The checkpoint name of a model recorded in one state (no training run): ``Bundle.checkpoints``
+#: lists it alone.
+PLAIN_CHECKPOINT = "final"
+#: Checkpoint meta keys the viewer reads, with their checks (other keys are free JSON).
+_CHECKPOINT_META = {"step": "count", "epoch": "nonnegative", "accuracy": "fraction", "loss": "nonnegative"}
 
 
 def is_valid_name(name) -> bool:
@@ -124,6 +138,7 @@ class Layer:
     center: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     model: str = ""
+    checkpoint: str | None = None
 
     def aligned(self, xp=np):
         """The layer in the bundle's canonical frame: ``(embedding - center) @ rotation``.
@@ -142,19 +157,30 @@ class Layer:
             with np.errstate(over="ignore", invalid="ignore"):
                 out = ((e.astype(xp.float64) - c) @ r).astype(xp.float32)
         if not bool(xp.isfinite(out).all()):
-            where = getattr(self.embedding, "filename", None) or f"layer {self.model}/{self.id}"
+            at = "" if self.checkpoint is None else f" at checkpoint {self.checkpoint}"
+            label = f"{self.model}/{self.id}{at}"
+            where = getattr(self.embedding, "filename", None) or f"layer {label}"
             raise BundleError(f"{where}: NaN or Inf values, or values too large for float32 once "
-                              f"aligned (layer {self.model}/{self.id})")
+                              f"aligned (layer {label})")
         return out
 
 
 @dataclass(frozen=True)
 class Model:
-    """A model of a bundle: ``layers`` in network order, ``meta`` as stored."""
+    """A model of a bundle: ``layers`` in network order, ``meta`` as stored.
+
+    For a training run (:meth:`Bundle.model_at`) the model at one checkpoint: ``checkpoint`` (its
+    name; None for a model recorded in one state), ``checkpoint_meta`` (step, epoch, accuracy, loss,
+    source, ... as stored) and ``attributes`` (that checkpoint's own per-image attributes, e.g.
+    prediction and correct: name -> :class:`Attribute`; empty when it has none).
+    """
 
     name: str
     layers: list[Layer]
     meta: dict = field(default_factory=dict)
+    checkpoint: str | None = None
+    checkpoint_meta: dict = field(default_factory=dict)
+    attributes: dict = field(default_factory=dict)
 
     def layer(self, key) -> Layer:
         """The layer with id or name ``key``, or at index ``key`` (an int or a string of digits)."""
@@ -197,6 +223,8 @@ class Bundle:
     images: np.ndarray | None
     provenance: dict
     _similarity: dict = field(default_factory=dict, repr=False)
+    _training: dict = field(default_factory=dict, repr=False)  # model -> tuple of Model per checkpoint
+    _training_similarity: dict = field(default_factory=dict, repr=False)  # model -> ((K-1,L), (K,L,L))
 
     def similarity(self, a: str, b: str) -> np.ndarray | None:
         """(La, Lb) float32 similarity between the layers of models ``a`` and ``b``, or None."""
@@ -205,6 +233,50 @@ class Bundle:
         if (b, a) in self._similarity:
             return self._similarity[(b, a)].T
         return None
+
+    def _model(self, model: str) -> Model:
+        if model not in self.models:
+            raise KeyError(f"bundle {self.path}: no model {model!r} (has: {', '.join(self.models)})")
+        return self.models[model]
+
+    def checkpoints(self, model: str) -> list[str]:
+        """The checkpoint names of ``model`` in training order; ``[PLAIN_CHECKPOINT]`` ("final")
+        for a model recorded in one state. ``models[model]`` is the last of them."""
+        self._model(model)
+        run = self._training.get(model)
+        return [PLAIN_CHECKPOINT] if run is None else [m.checkpoint for m in run]
+
+    def model_at(self, model: str, checkpoint) -> Model:
+        """``model`` at ``checkpoint`` (a name from :meth:`checkpoints`, or its index; negative
+        indices count from the last): a :class:`Model` whose ``layers`` are that checkpoint's
+        (each with ``embedding``, ``aligned()`` and ``meta``), with ``checkpoint_meta`` and that
+        checkpoint's ``attributes``. Raises KeyError listing the checkpoints."""
+        m = self._model(model)
+        run = self._training.get(model) or (m,)
+        names = self.checkpoints(model)
+        if isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool):
+            if -len(run) <= int(checkpoint) < len(run):
+                return run[int(checkpoint)]
+        elif isinstance(checkpoint, str) and checkpoint in names:
+            return run[names.index(checkpoint)]
+        raise KeyError(f"model {model!r} has no checkpoint {checkpoint!r} (checkpoints: {', '.join(names)})")
+
+    def checkpoint_similarity(self, model: str) -> np.ndarray | None:
+        """(K - 1, L) float32: entry (k, l) is layer l's similarity between checkpoints k and k + 1
+        (after alignment), or None (one state, or not stored)."""
+        self._model(model)
+        return self._training_similarity.get(model, (None, None))[0]
+
+    def layer_similarity(self, model: str, checkpoint=None) -> np.ndarray | None:
+        """(L, L) float32 layer-similarity matrix of ``model`` at ``checkpoint`` (name or index;
+        default the last), or None when the bundle stores none for it."""
+        ls = self._training_similarity.get(model, (None, None))[1]
+        if ls is None:
+            self._model(model)
+            return None
+        names = self.checkpoints(model)
+        k = names.index(self.model_at(model, -1 if checkpoint is None else checkpoint).checkpoint)
+        return ls[k]
 
 
 class _Check:
@@ -425,6 +497,8 @@ def _parse(root: Path, m, check: _Check, verify: bool) -> Bundle:
     n = check.count(m, "n", "manifest")
     dim = check.count(m, "dim", "manifest")
     models: dict[str, Model] = {}
+    training: dict[str, tuple] = {}
+    training_sims: dict[str, tuple] = {}
     for i, md in enumerate(check.get(m, "models", list, "manifest")):
         where = f"models[{i}]"
         if not isinstance(md, dict):
@@ -440,7 +514,12 @@ def _parse(root: Path, m, check: _Check, verify: bool) -> Bundle:
         if len(set(ids)) != len(ids):
             check.fail(f"{where} ({name}) has duplicate layer ids")
         meta = check.get(md, "meta", dict, where, optional=True) or {}
-        models[name] = Model(name, layers, meta)
+        run = _parse_training(root, check, md, where, name, layers, meta, n, dim, verify)
+        if run is None:
+            models[name] = Model(name, layers, meta)
+        else:
+            training[name], training_sims[name] = run
+            models[name] = training[name][-1]
     if not models:
         check.fail("the manifest lists no models")
     attributes: dict[str, Attribute] = {}
@@ -465,12 +544,98 @@ def _parse(root: Path, m, check: _Check, verify: bool) -> Bundle:
         if a not in models or b not in models:
             check.fail(f"{where}: models {a!r}, {b!r} must both be in the bundle")
         shape = (len(models[a].layers), len(models[b].layers))
-        sims[(a, b)] = _open_array(root, check.get(sd, "file", str, where), check, where, shape, np.float32)
+        S = _open_array(root, check.get(sd, "file", str, where), check, where, shape, np.float32)
+        if not np.isfinite(S).all():
+            raise BundleError(f"{S.filename}: NaN or Inf values ({where})")
+        sims[(a, b)] = S
     provenance = check.get(m, "provenance", dict, "manifest", optional=True) or {}
-    return Bundle(root, m, n, dim, models, attributes, default, images, provenance, sims)
+    return Bundle(root, m, n, dim, models, attributes, default, images, provenance, sims, training,
+                  training_sims)
 
 
-def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer:
+def _parse_training(root, check: _Check, md: dict, where: str, name: str, layers: list, meta: dict, n: int,
+                    dim: int, verify: bool):
+    """A model's checkpoints (None when it has none): ``(tuple of Model per checkpoint, (checkpoint
+    similarity or None, layer similarity or None))``. Every checkpoint must have the model's layers
+    (same ids, same order), the last one exactly the model's own records."""
+    cks = check.get(md, "checkpoints", list, where, optional=True)
+    if cks is None:
+        for key in ("checkpoint_similarity", "layer_similarity"):
+            if md.get(key) is not None:
+                check.fail(f"{where} ({name}) has {key} but no checkpoints")
+        return None
+    if not cks:
+        check.fail(f"{where} ({name}).checkpoints is empty (a model recorded in one state has no "
+                   "checkpoints key)")
+    ids = [lay.id for lay in layers]
+    run: list[Model] = []
+    for k, cd in enumerate(cks):
+        cw = f"{where}.checkpoints[{k}]"
+        if not isinstance(cd, dict):
+            check.fail(f"{cw} must be an object")
+        cname = check.name(check.get(cd, "name", str, cw), f"{cw}.name")
+        cw = f"{cw} ({name}, checkpoint {cname})"
+        if any(prev.checkpoint == cname for prev in run):
+            check.fail(f"{cw}: duplicate checkpoint name {cname!r}")
+        cmeta = check.get(cd, "meta", dict, cw, optional=True) or {}
+        _check_checkpoint_meta(check, cmeta, f"{cw}.meta")
+        lds = check.get(cd, "layers", list, cw)
+        if k == len(cks) - 1:
+            if lds != md.get("layers"):
+                check.fail(f"{cw}.layers must equal the model's layers (the last checkpoint is the model)")
+            cl = [replace(lay, checkpoint=cname) for lay in layers]
+        else:
+            cl = [_parse_layer(root, check, ld, f"{cw}.layers[{j}]", name, n, dim, verify, cname)
+                  for j, ld in enumerate(lds)]
+            if [lay.id for lay in cl] != ids or [lay.index for lay in cl] != [lay.index for lay in layers]:
+                check.fail(f"{cw}: its layers {[lay.id for lay in cl]} must be the model's {ids}, with the "
+                           "same indices")
+        attrs: dict[str, Attribute] = {}
+        for i, ad in enumerate(check.get(cd, "attributes", list, cw, optional=True) or []):
+            a = _parse_attribute(root, check, ad, f"{cw}.attributes[{i}]", n)
+            if a.name in attrs:
+                check.fail(f"{cw}.attributes[{i}]: duplicate attribute {a.name!r}")
+            attrs[a.name] = a
+        run.append(Model(name, cl, meta, cname, cmeta, attrs))
+    k_all, n_layers = len(run), len(layers)
+    csim = _similarity_array(root, check, md, "checkpoint_similarity", where, name, (k_all - 1, n_layers))
+    if csim is not None and k_all < 2:
+        check.fail(f"{where} ({name}) has checkpoint_similarity but a single checkpoint")
+    lsim = _similarity_array(root, check, md, "layer_similarity", where, name, (k_all, n_layers, n_layers))
+    return tuple(run), (csim, lsim)
+
+
+def _check_checkpoint_meta(check: _Check, meta: dict, where: str) -> None:
+    """The checkpoint meta keys the viewer reads must hold what they say (other keys are free)."""
+    for key, rule in _CHECKPOINT_META.items():
+        v = meta.get(key)
+        if v is None:
+            continue
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if rule == "count":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            want = "an integer >= 0"
+        else:
+            ok = number and _finite_pair([v, v]) and v >= 0 and (rule != "fraction" or v <= 1)
+            want = "a number in [0, 1]" if rule == "fraction" else "a finite number >= 0"
+        if not ok:
+            check.fail(f"{where}.{key} must be {want}, got {_short(v)}")
+
+
+def _similarity_array(root, check: _Check, md: dict, key: str, where: str, name: str, shape: tuple):
+    """A training run's stored similarity array (float32 of ``shape``, finite, in [0, 1]) or None."""
+    rec = check.get(md, key, dict, where, optional=True)
+    if rec is None:
+        return None
+    w = f"{where} ({name}).{key}"
+    arr = _open_array(root, check.get(rec, "file", str, w), check, w, shape, np.float32)
+    a = np.asarray(arr)
+    if not np.isfinite(a).all() or a.min(initial=0.0) < -1e-5 or a.max(initial=0.0) > 1 + 1e-5:
+        raise BundleError(f"{arr.filename}: similarities must be finite and lie in [0, 1] ({w})")
+    return arr
+
+
+def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify, checkpoint=None) -> Layer:
     if not isinstance(ld, dict):
         check.fail(f"{where} must be an object")
     lid = check.name(check.get(ld, "id", str, where), f"{where}.id")
@@ -495,7 +660,7 @@ def _parse_layer(root, check: _Check, ld, where, model, n, dim, verify) -> Layer
     bad = _first_bad_row(emb, None if verify else _spot_rows(n))
     if bad is not None:
         raise BundleError(f"{emb.filename}: NaN or Inf values (first in row {bad}; layer {model}/{lid})")
-    return Layer(lid, name, index, source_dim, emb, rot, cen, meta, model)
+    return Layer(lid, name, index, source_dim, emb, rot, cen, meta, model, checkpoint)
 
 
 def _check_quality(check: _Check, meta: dict, where: str, n: int) -> None:
@@ -838,15 +1003,29 @@ class BundleWriter:
                     kept += 1
                 else:
                     log.warning("resume: dropping %s/%s (file missing or corrupt)", mname, lid)
+            cks = model.get("checkpoints") if isinstance(model.get("checkpoints"), dict) else {}
+            for cname, ck in cks.items():
+                if not is_valid_name(cname) or not isinstance(ck, dict):
+                    continue
+                cmeta = ck.get("meta") if isinstance(ck.get("meta"), dict) else {}
+                kept_ck = fresh["models"][mname].setdefault("checkpoints", {})[cname] = {
+                    "meta": cmeta, "layers": {}, "attributes": {}}
+                for lid, rec in (ck.get("layers") if isinstance(ck.get("layers"), dict) else {}).items():
+                    if self._verify(mname, lid, rec, cname):
+                        kept_ck["layers"][lid] = {**rec, "rotation": None, "center": None}
+                        kept += 1
+                    else:
+                        log.warning("resume: dropping %s/%s at checkpoint %s (file missing or corrupt)",
+                                    mname, lid, cname)
         streams = state.get("streams") if isinstance(state.get("streams"), dict) else {}
         fresh["streams"] = {k: v for k, v in streams.items() if is_valid_name(k) and isinstance(v, dict)}
         self._state = fresh
         log.info("resume: kept %d finished layers in %s", kept, self.staging)
         self._save_progress()
 
-    def _verify(self, model: str, lid: str, rec) -> bool:
+    def _verify(self, model: str, lid: str, rec, checkpoint: str | None = None) -> bool:
         if not (is_valid_layer_id(lid) and isinstance(rec, dict)
-                and rec.get("file") == _layer_file(model, lid)
+                and rec.get("file") == _layer_file(model, lid, checkpoint)
                 and isinstance(rec.get("index"), int) and not isinstance(rec.get("index"), bool)
                 and rec["index"] >= 0 and text_problem(rec.get("name")) is None
                 and isinstance(rec.get("meta", {}), dict)):
@@ -870,6 +1049,24 @@ class BundleWriter:
             raise BundleError(f"{self.path}: no model {model!r} (call add_model first)")
         return self._state["models"][model]
 
+    def _checkpoint(self, model: str, checkpoint: str) -> dict:
+        ck = self._model(model).get("checkpoints", {}).get(checkpoint)
+        if ck is None:
+            raise BundleError(f"{self.path}: model {model!r} has no checkpoint {checkpoint!r} "
+                              "(call add_checkpoint first)")
+        return ck
+
+    def _layers(self, model: str, checkpoint: str | None) -> dict:
+        """The layer records of ``model`` (at ``checkpoint``); a training run's layers always belong
+        to a checkpoint, a plain model's never."""
+        m = self._model(model)
+        if checkpoint is None:
+            if m.get("checkpoints"):
+                raise BundleError(f"{self.path}: model {model!r} is recorded at checkpoints: name the "
+                                  "checkpoint of its layers")
+            return m["layers"]
+        return self._checkpoint(model, checkpoint)["layers"]
+
     # -- public API ------------------------------------------------------------------------
 
     def add_model(self, name: str, meta: dict | None = None) -> None:
@@ -886,17 +1083,52 @@ class BundleWriter:
             models[name]["meta"] = meta
         self._save_progress()
 
+    def add_checkpoint(self, model: str, name: str, meta: dict | None = None) -> None:
+        """Add checkpoint ``name`` of ``model`` (call in training order; kept with its finished
+        layers when resuming, its ``meta`` (JSON: step, epoch, ...) replaced when given). A model
+        with checkpoints stores every layer per checkpoint (``write_layer(..., checkpoint=name)``)."""
+        self._open()
+        m = self._model(model)
+        if not is_valid_name(name):
+            raise BundleError(f"{self.path}: checkpoint name {name!r} of model {model!r} is not valid "
+                              "(letters, digits, _ . + -)")
+        if m["layers"]:
+            raise BundleError(f"{self.path}: model {model!r} already has layers of one state; a training "
+                              "run stores every layer per checkpoint")
+        _check_json(meta or {}, f"{self.path}: meta of checkpoint {model}/{name}")
+        cks = m.setdefault("checkpoints", {})
+        if name not in cks:
+            (self.staging / "models" / model / "checkpoints" / name).mkdir(parents=True, exist_ok=True)
+            cks[name] = {"meta": meta or {}, "layers": {}, "attributes": {}}
+        elif meta is not None:
+            cks[name]["meta"] = meta
+        self._save_progress()
+
+    def checkpoint_names(self, model: str) -> list[str]:
+        """The checkpoints of ``model`` added so far, in order (empty for a plain model)."""
+        return list(self._model(model).get("checkpoints", {}))
+
+    def set_checkpoint_meta(self, model: str, checkpoint: str, meta: dict) -> None:
+        """Merge ``meta`` (JSON; e.g. accuracy and loss once the outputs are known) into the
+        checkpoint's meta."""
+        self._open()
+        ck = self._checkpoint(model, checkpoint)
+        _check_json(meta, f"{self.path}: meta of checkpoint {model}/{checkpoint}")
+        ck["meta"] = {**ck["meta"], **meta}
+        self._save_progress()
+
     def write_layer(self, model: str, layer_id: str, embedding, *, name: str | None = None,
                     source_dim: int | None = None, meta: dict | None = None,
-                    index: int | None = None) -> None:
+                    index: int | None = None, checkpoint: str | None = None) -> None:
         """Store one layer: ``embedding`` (n, dim) float, NumPy/CuPy/memmap (read once, in chunks).
 
         The file is written to a temp name, renamed, then recorded in the progress file. ``index``
         is the layer's position in network order (default: after the layers already written); the
-        manifest lists layers by index. NaN/Inf raise BundleError naming model and layer.
+        manifest lists layers by index. ``checkpoint``: the checkpoint of a training run the layer
+        belongs to (:meth:`add_checkpoint`). NaN/Inf raise BundleError naming model and layer.
         """
         self._open()
-        m = self._check_layer_args(model, layer_id, name, index, meta)
+        layers = self._check_layer_args(model, layer_id, name, index, meta, checkpoint)
         emb = embedding if isinstance(embedding, np.ndarray) else to_host(embedding)
         if emb.shape != (self.n, self.dim):
             raise BundleError(f"{model}/{layer_id}: embedding shape {tuple(emb.shape)} where "
@@ -905,12 +1137,15 @@ class BundleWriter:
             raise BundleError(f"{model}/{layer_id}: embedding dtype {emb.dtype} is not floating point")
         if emb.dtype != np.dtype("<f4"):
             emb = emb.astype("<f4")
-        rel = _layer_file(model, layer_id)
-        crc = _save_npy(self.staging / rel, emb, finite_label=f"model {model}, layer {layer_id}")
-        self._record_layer(m, layer_id, rel, crc, name, source_dim, meta, index)
+        rel = _layer_file(model, layer_id, checkpoint)
+        at = "" if checkpoint is None else f", checkpoint {checkpoint}"
+        crc = _save_npy(self.staging / rel, emb, finite_label=f"model {model}, layer {layer_id}{at}")
+        self._record_layer(layers, layer_id, rel, crc, name, source_dim, meta, index)
 
-    def _check_layer_args(self, model: str, layer_id: str, name, index, meta) -> dict:
-        m = self._model(model)
+    def _check_layer_args(self, model: str, layer_id: str, name, index, meta,
+                          checkpoint: str | None = None) -> dict:
+        """Check a layer's arguments; returns the layer records it goes into (model or checkpoint)."""
+        layers = self._layers(model, checkpoint)
         if not is_valid_layer_id(layer_id):
             raise BundleError(f"{self.path}: layer id {layer_id!r} of model {model!r} is not valid "
                               "(letters, digits, _ . + -; not ending in .rotation/.center)")
@@ -921,17 +1156,17 @@ class BundleWriter:
                                   or index < 0):
             raise BundleError(f"{model}/{layer_id}: index must be an int >= 0, got {index!r}")
         _check_json(meta or {}, f"{model}/{layer_id}: meta")
-        return m
+        return layers
 
-    def _record_layer(self, m: dict, layer_id: str, rel: str, crc: str, name, source_dim, meta,
+    def _record_layer(self, layers: dict, layer_id: str, rel: str, crc: str, name, source_dim, meta,
                       index) -> None:
-        old = m["layers"].get(layer_id)
+        old = layers.get(layer_id)
         if index is None:
-            index = old["index"] if old else (max((r["index"] for r in m["layers"].values()), default=-1) + 1)
-        m["layers"][layer_id] = {"id": layer_id, "name": name or layer_id, "index": int(index),
-                                 "source_dim": None if source_dim is None else int(source_dim),
-                                 "file": rel, "shape": [self.n, self.dim], "dtype": "float32",
-                                 "checksum": crc, "rotation": None, "center": None, "meta": meta or {}}
+            index = old["index"] if old else (max((r["index"] for r in layers.values()), default=-1) + 1)
+        layers[layer_id] = {"id": layer_id, "name": name or layer_id, "index": int(index),
+                            "source_dim": None if source_dim is None else int(source_dim),
+                            "file": rel, "shape": [self.n, self.dim], "dtype": "float32",
+                            "checksum": crc, "rotation": None, "center": None, "meta": meta or {}}
         self._save_progress()
 
     # -- streamed files (engine.stream): rows written block by block, adopted when complete ----------
@@ -992,21 +1227,36 @@ class BundleWriter:
         self._state["images"] = "images.npy"
         self._save_progress()
 
-    def has_layer(self, model: str, layer_id: str) -> bool:
-        """True when ``layer_id`` of ``model`` is finished (written now or kept by resume)."""
-        return layer_id in self._state["models"].get(model, {}).get("layers", {})
+    def has_layer(self, model: str, layer_id: str, checkpoint: str | None = None) -> bool:
+        """True when ``layer_id`` of ``model`` (at ``checkpoint``) is finished (written now or kept
+        by resume)."""
+        m = self._state["models"].get(model, {})
+        layers = m.get("layers", {}) if checkpoint is None else \
+            m.get("checkpoints", {}).get(checkpoint, {}).get("layers", {})
+        return layer_id in layers
 
-    def read_layer(self, model: str, layer_id: str) -> np.ndarray:
-        """A finished layer's embedding: (n, dim) float32 memmap of the staging file (host)."""
-        rec = self._model(model)["layers"].get(layer_id)
+    def _record(self, model: str, layer_id: str, checkpoint: str | None) -> dict:
+        rec = self._layers(model, checkpoint).get(layer_id)
         if rec is None:
-            raise BundleError(f"{self.path}: model {model!r} has no finished layer {layer_id!r}")
-        return open_npy(self.staging / rec["file"])
+            at = "" if checkpoint is None else f" at checkpoint {checkpoint!r}"
+            raise BundleError(f"{self.path}: model {model!r} has no finished layer {layer_id!r}{at}")
+        return rec
 
-    def set_alignment(self, model: str, layer_id: str, rotation, center) -> None:
+    def read_layer(self, model: str, layer_id: str, checkpoint: str | None = None) -> np.ndarray:
+        """A finished layer's embedding: (n, dim) float32 memmap of the staging file (host)."""
+        return open_npy(self.staging / self._record(model, layer_id, checkpoint)["file"])
+
+    def layer_record(self, model: str, layer_id: str, checkpoint: str | None = None) -> dict:
+        """A copy of a finished layer's record (``name``, ``index``, ``source_dim``, ``meta``, ...)."""
+        import copy
+
+        return copy.deepcopy(self._record(model, layer_id, checkpoint))
+
+    def set_alignment(self, model: str, layer_id: str, rotation, center,
+                      checkpoint: str | None = None) -> None:
         """Store a layer's canonical alignment: rotation (dim, dim), center (dim,), kept as float64."""
         self._open()
-        rec = self._model(model)["layers"].get(layer_id)
+        rec = self._layers(model, checkpoint).get(layer_id)
         if rec is None:
             raise BundleError(f"{self.path}: set_alignment before write_layer for {model}/{layer_id}")
         r = np.asarray(to_host(rotation), dtype=np.float64)
@@ -1019,7 +1269,7 @@ class BundleWriter:
             raise BundleError(f"{model}/{layer_id}: the rotation is not orthogonal or not finite "
                               f"(max |RᵀR - I| = {err:.3g})")
         for part, a in (("rotation", r), ("center", c)):
-            rel = f"models/{model}/{layer_id}.{part}.npy"
+            rel = rec["file"][: -len(".npy")] + f".{part}.npy"
             _save_npy(self.staging / rel, a, finite_label=f"model {model}, layer {layer_id}, {part}")
             rec[part] = rel
         self._save_progress()
@@ -1029,7 +1279,55 @@ class BundleWriter:
         """Store a per-point attribute: (n,) integer codes into ``categories`` (categorical, stored
         int32) or finite floats (continuous, stored float32; ``extent`` defaults to (min, max))."""
         self._open()
-        where = f"{self.path}: attribute {name!r}"
+        (self.staging / "attributes").mkdir(exist_ok=True)
+        self._state["attributes"][name] = self._attribute(name, values, kind, categories, extent,
+                                                          f"attributes/{name}.npy",
+                                                          f"{self.path}: attribute {name!r}")
+        if default or self._state["default_attribute"] is None:
+            self._state["default_attribute"] = name
+        self._save_progress()
+
+    def set_checkpoint_attribute(self, model: str, checkpoint: str, name: str, values, kind: str,
+                                 categories=None, extent=None) -> None:
+        """Store a per-point attribute of one checkpoint (its own prediction, correctness, ...), as
+        :meth:`set_attribute` checks and stores a bundle's."""
+        self._open()
+        ck = self._checkpoint(model, checkpoint)
+        folder = f"models/{model}/checkpoints/{checkpoint}/attributes"
+        (self.staging / folder).mkdir(parents=True, exist_ok=True)
+        where = f"{self.path}: attribute {name!r} of checkpoint {model}/{checkpoint}"
+        ck["attributes"][name] = self._attribute(name, values, kind, categories, extent,
+                                                 f"{folder}/{name}.npy", where)
+        self._save_progress()
+
+    def set_training_similarity(self, model: str, checkpoint_similarity=None, layer_similarity=None) -> None:
+        """Store a training run's similarities: ``checkpoint_similarity`` (K-1, L) (each layer between
+        consecutive checkpoints) and/or ``layer_similarity`` (K, L, L) (each checkpoint's layer
+        matrix), float32, finite, in [0, 1]."""
+        self._open()
+        m = self._model(model)
+        k, n_layers = len(m.get("checkpoints", {})), None
+        if k == 0:
+            raise BundleError(f"{self.path}: model {model!r} has no checkpoints")
+        for key, S in (("checkpoint_similarity", checkpoint_similarity),
+                       ("layer_similarity", layer_similarity)):
+            if S is None:
+                continue
+            a = np.asarray(to_host(S), dtype=np.float32)
+            n_layers = a.shape[-1] if a.ndim else None
+            want = (k - 1, n_layers) if key == "checkpoint_similarity" else (k, n_layers, n_layers)
+            if a.shape != want:
+                raise BundleError(f"{self.path}: {key} of {model} must have shape {want}, got {a.shape}")
+            clipped = np.clip(a, 0.0, 1.0)  # rounding can leave 1 + 1e-7
+            if not np.isfinite(a).all() or np.abs(clipped - a).max(initial=0.0) > 1e-5:
+                raise BundleError(f"{self.path}: {key} of {model} must be finite and lie in [0, 1]")
+            rel = f"models/{model}/{key}.npy"
+            _save_npy(self.staging / rel, clipped, finite_label=f"{key} of {model}")
+            m[key] = {"file": rel, "shape": list(a.shape)}
+        self._save_progress()
+
+    def _attribute(self, name: str, values, kind: str, categories, extent, rel: str, where: str) -> dict:
+        """Check one attribute, save it at ``rel`` and return its manifest record."""
         if not is_valid_name(name):
             raise BundleError(f"{where}: not a valid name (letters, digits, _ . + -)")
         if kind not in KINDS:
@@ -1061,14 +1359,8 @@ class BundleWriter:
             if len(ext) != 2 or not all(np.isfinite(ext)) or not ext[0] <= ext[1]:
                 raise BundleError(f"{where}: extent must be two finite numbers lo <= hi, got {ext}")
             cats = None
-        rel = f"attributes/{name}.npy"
-        (self.staging / "attributes").mkdir(exist_ok=True)
         _save_npy(self.staging / rel, arr)
-        self._state["attributes"][name] = {"name": name, "kind": kind, "categories": cats, "extent": ext,
-                                           "file": rel}
-        if default or self._state["default_attribute"] is None:
-            self._state["default_attribute"] = name
-        self._save_progress()
+        return {"name": name, "kind": kind, "categories": cats, "extent": ext, "file": rel}
 
     def set_images(self, images) -> None:
         """Store thumbnails: (n, 32, 32, 3) uint8."""
@@ -1106,8 +1398,17 @@ class BundleWriter:
         st = self._state
         models = []
         for name, m in st["models"].items():
-            layers = sorted(m["layers"].values(), key=lambda r: r["index"])
-            models.append({"name": name, "meta": m["meta"], "layers": layers})
+            cks = m.get("checkpoints") or {}
+            if not cks:
+                models.append({"name": name, "meta": m["meta"],
+                               "layers": sorted(m["layers"].values(), key=lambda r: r["index"])})
+                continue
+            entries = [{"name": c, "meta": ck["meta"],
+                        "layers": sorted(ck["layers"].values(), key=lambda r: r["index"]),
+                        "attributes": list(ck["attributes"].values())} for c, ck in cks.items()]
+            models.append({"name": name, "meta": m["meta"], "layers": entries[-1]["layers"],
+                           "checkpoints": entries,
+                           **{k: m[k] for k in ("checkpoint_similarity", "layer_similarity") if m.get(k)}})
         return {"format_version": FORMAT_VERSION, "n": self.n, "dim": self.dim, "models": models,
                 "attributes": list(st["attributes"].values()), "default_attribute": st["default_attribute"],
                 "images": st["images"], "similarity": list(st["similarity"].values()),
@@ -1124,6 +1425,15 @@ class BundleWriter:
                 raise BundleError(f"{self.path}: model {m['name']!r} has no layers")
             if len(set(idx)) != len(idx):
                 raise BundleError(f"{self.path}: model {m['name']!r} has layers with the same index")
+            want = [(r["id"], r["index"]) for r in m["layers"]]
+            for ck in m.get("checkpoints", ()):
+                got = [(r["id"], r["index"]) for r in ck["layers"]]
+                if got != want:
+                    missing = sorted({i for i, _ in want} - {i for i, _ in got})
+                    raise BundleError(f"{self.path}: checkpoint {ck['name']!r} of model {m['name']!r} has "
+                                      f"layers {[i for i, _ in got]}, not the last checkpoint's "
+                                      f"{[i for i, _ in want]}"
+                                      + (f" (missing {missing})" if missing else ""))
         if not man["models"]:
             raise BundleError(f"{self.path}: nothing to commit (no models)")
         for left in self.staging.rglob(f"*{STREAM_SUFFIX}"):  # streamed rows never adopted
@@ -1174,8 +1484,10 @@ def staged_params(path) -> dict | None:
     return params if isinstance(params, dict) else None
 
 
-def _layer_file(model: str, layer_id: str) -> str:
-    return f"models/{model}/{layer_id}.npy"
+def _layer_file(model: str, layer_id: str, checkpoint: str | None = None) -> str:
+    if checkpoint is None:
+        return f"models/{model}/{layer_id}.npy"
+    return f"models/{model}/checkpoints/{checkpoint}/{layer_id}.npy"
 
 
 def _remove_tree(p: Path) -> None:

@@ -49,7 +49,8 @@ from engine.embed import trustworthiness
 from engine.jobs import ModelJob, PrepareConfig
 from engine.layerjob import fit_on_sample, sampled_meta, sampled_plan
 
-__all__ = ["STREAM_FIT_SAMPLE", "OutputHook", "StreamPlan", "finish_streams", "fit_layers", "output_pass",
+__all__ = ["STREAM_FIT_SAMPLE", "OutputHook", "StreamPlan", "finish_streams", "fit_layers", "join_hooks",
+           "output_pass",
            "plan_stream", "stream_model", "stream_rows"]
 
 log = logging.getLogger("layertour")
@@ -77,6 +78,30 @@ class OutputHook(Protocol):
 
     def __call__(self, a: int, b: int, outputs: np.ndarray, labels: np.ndarray,
                  targets: np.ndarray | None) -> dict: ...
+
+
+class _JoinedHooks:
+    """Several :class:`OutputHook` s as one (their attribute names must not collide)."""
+
+    def __init__(self, hooks):
+        self.hooks = list(hooks)
+        names = [n for h in self.hooks for n in h.specs()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"output hooks: attribute names collide: {sorted(names)}")
+
+    def specs(self) -> dict:
+        return {k: v for h in self.hooks for k, v in h.specs().items()}
+
+    def __call__(self, a, b, outputs, labels, targets) -> dict:
+        return {k: v for h in self.hooks for k, v in h(a, b, outputs, labels, targets).items()}
+
+
+def join_hooks(*hooks) -> OutputHook | None:
+    """The given hooks (None entries left out) as one hook, or None when there is none."""
+    hooks = [h for h in hooks if h is not None]
+    if not hooks:
+        return None
+    return hooks[0] if len(hooks) == 1 else _JoinedHooks(hooks)
 
 
 @dataclass(frozen=True)
@@ -664,15 +689,17 @@ def finish_streams(writer, jobs: Sequence[ModelJob], inputs, config: PrepareConf
     """Adopt what the streams left for the end: the thumbnails and each model's output attributes
     (prefixed ``<model>.`` when there are several models). Thumbnails missing because every layer
     of the streaming model was finished before an interruption are made by a decode-only pass.
-    Returns ``{"images": bool}``."""
+    Returns ``{"images": bool, "attributes": {model: {name: (N,) host array}}}``."""
     from engine.store import STREAM_SUFFIX
 
     got_images = False
+    adopted: dict = {}
     for job in jobs:
         st = writer.stream_state(job.name)
         if not st or not st.get("done"):
             continue
         specs = st.get("attribute_specs") if isinstance(st.get("attribute_specs"), dict) else {}
+        mine = adopted.setdefault(job.name, {})
         for name, s in specs.items():
             f = writer.row_file(f"attributes/{job.name}.{name}.npy{STREAM_SUFFIX}", (),
                                 np.dtype(s.get("dtype", "float32")), keep=True)
@@ -681,6 +708,7 @@ def finish_streams(writer, jobs: Sequence[ModelJob], inputs, config: PrepareConf
                                    "--resume")
             values = f.read(0, inputs.n)
             f.close()
+            mine[name] = values
             label = name if len(jobs) == 1 else f"{job.name}.{name}"
             writer.set_attribute(label, values, s["kind"], categories=s.get("categories"),
                                  extent=s.get("extent"))
@@ -693,7 +721,7 @@ def finish_streams(writer, jobs: Sequence[ModelJob], inputs, config: PrepareConf
                 f.close()
     if not got_images and any(writer.stream_state(j.name) for j in jobs):
         got_images = _thumbnail_pass(writer, inputs, config, progress)
-    return {"images": got_images}
+    return {"images": got_images, "attributes": adopted}
 
 
 def _thumbnail_pass(writer, inputs, config: PrepareConfig, progress: bool) -> bool:

@@ -8,6 +8,7 @@ Only the frame (or one geodesic segment's parameters) crosses to the device, in 
 - ``geodesic(Fa, Fz) -> Geodesic``: Buja et al.'s geodesic interpolation between two planes (as
   the R package tourr does it), with principal angles from atan2 instead of acos.
 - ``GrandTour``: the running tour (geodesic or torus method), pausable, scrubbable, serialisable.
+- ``GuidedTour``: the same protocol, its targets found by projection pursuit (``engine.pursuit``).
 - ``drag_handle``, ``drag_axis`` (from :mod:`engine.frames`): direct manipulation.
 - ``view_path(Fa, Fz)``, ``smoothstep``: animated "go to saved view" that ends exactly on Fz.
 """
@@ -28,12 +29,16 @@ from engine.frames import (  # frame basics live there so that module stands alo
     is_orthonormal,
     orthonormal_columns,
     orthonormalize,
+    principal_frame,
     random_frame,
 )
+from engine.pursuit import Objective
+from engine.pursuit import objective as _objective
 
 __all__ = [
-    "ANGLE_EPS", "HISTORY_LIMIT", "MAX_SPEED", "Geodesic", "GrandTour", "Segment", "drag_axis", "drag_handle",
-    "geodesic", "is_orthonormal", "orthonormalize", "random_frame", "smoothstep", "view_path",
+    "ANGLE_EPS", "HISTORY_LIMIT", "MAX_SPEED", "Geodesic", "GrandTour", "GuidedTour", "Segment", "drag_axis",
+    "drag_handle", "geodesic", "is_orthonormal", "orthonormalize", "principal_frame", "random_frame",
+    "smoothstep", "view_path",
 ]
 
 ANGLE_EPS = 1e-6        # principal angles below this are treated as 0 (tourr's epsilon)
@@ -355,7 +360,8 @@ class GrandTour:
     several minutes of path; for the torus a piece ends only at ``set_frame``.
     """
 
-    def __init__(self, p: int, d: int = 2, seed=None, speed: float = 0.25, method: str = "geodesic"):
+    def __init__(self, p: int, d: int = 2, seed=None, speed: float = 0.25, method: str = "geodesic",
+                 start=None):
         self.p, self.d = check_dims(p, d, "GrandTour", strict=True)
         if method not in ("geodesic", "torus"):
             raise ValueError(f"GrandTour: method must be 'geodesic' or 'torus', got {method!r}")
@@ -369,7 +375,11 @@ class GrandTour:
             k = self.p * (self.p - 1) // 2
             u = self._rng.uniform(0.5, 1.5, k) * self._rng.choice([-1.0, 1.0], k)
             self._set_rates(u / np.sqrt(2.0 * self.d * (self.p - self.d) / (self.p * (self.p - 1)) * (u @ u)))
-        self._start_piece(np.eye(self.p, self.d))
+        if start is None:
+            self._start_piece(np.eye(self.p, self.d))
+        else:  # e.g. the frame another tour was showing: switching tours keeps the picture
+            F = check_frame(start, "start", type(self).__name__, shape=(self.p, self.d))
+            self._start_piece(orthonormal_columns(F, "start", type(self).__name__))
 
     def _set_rates(self, rates: np.ndarray) -> None:
         self._rates = rates
@@ -380,12 +390,18 @@ class GrandTour:
         if self._torus is not None:
             self._path = _TorusPath(complete_basis(F), self._torus, self.d)
         else:
-            for _ in range(10):
-                self._path = _GeoPath(F, random_frame(self.p, self.d, self._rng))
-                if self._path.length >= MIN_SEGMENT:
-                    break
+            self._path = self._geodesic_piece(F)
         self._begin = self._pos = 0.0
         self._update()
+
+    def _geodesic_piece(self, F: np.ndarray) -> _GeoPath:
+        """The next geodesic piece from F: to a random target (GuidedTour overrides this; a
+        zero-length piece there means "rest at F")."""
+        for _ in range(10):
+            path = _GeoPath(F, random_frame(self.p, self.d, self._rng))
+            if path.length >= MIN_SEGMENT:
+                break
+        return path
 
     def _update(self) -> np.ndarray:
         F = self._path.frame_at(self._pos)
@@ -440,9 +456,13 @@ class GrandTour:
         path = self._path
         while self._pos + adv >= path.length:
             adv -= path.length - self._pos
-            self._history.append((path, self._begin, path.length))
+            if path.length > 0.0:
+                self._history.append((path, self._begin, path.length))
             self._start_piece(orthonormal_columns(path.frame_at(path.length), "frame", "GrandTour.step"))
             path = self._path
+            if path.length == 0.0:  # resting (guided tour): stay at the frame until the next step
+                adv = 0.0
+                break
         self._pos += adv
         return self._update()
 
@@ -547,3 +567,290 @@ class GrandTour:
             raise ValueError(f"{fn}: malformed state ({type(exc).__name__}: {exc})") from exc
         tour._update()
         return tour
+
+
+GUIDED_REL_GAIN = 1e-3   # a restart must beat the current index by 0.1 % (tourr's search_geodesic)
+CLIMB_REL_GAIN = 1e-6    # a climb gaining less than this (relative) means the tour is at the top
+GUIDED_MIN_MOVE = 1e-2   # ... and lie this far away (projection distance; tourr's new_geodesic_path)
+
+
+def _plane_distance(A: np.ndarray, B: np.ndarray) -> float:
+    """||A A^T - B B^T||_F for orthonormal (p, d) A, B (tourr's proj_dist)."""
+    d = A.shape[1]
+    return float(np.sqrt(max(2.0 * (d - np.sum((A.T @ B) ** 2)), 0.0)))
+
+
+class GuidedTour(GrandTour):
+    """A guided tour: the same exact geodesics and speed control as ``GrandTour``, but each target
+    comes from projection pursuit (:mod:`engine.pursuit`) instead of at random.
+
+    p, d : data and view dimension (p > d >= 1). index : a name from ``engine.pursuit.INDICES``
+        ("holes", "cmass", "lda", "pda", "purity") with ``data`` (N, p) NumPy or CuPy and, for
+        the class indices, ``labels`` (N,); or an ``engine.pursuit.Objective`` already bound to
+        the data (build one once and share it). Only p x p / p x d matrices leave the device.
+    sphere, sample, lam, bandwidth : passed to ``engine.pursuit.objective`` (sphere=True evaluates
+        holes/cmass on the sphered data, as tourr's ``animate(..., sphere = TRUE)``; the view
+        still shows the data through an orthonormal frame of their own space).
+    start : the frame to start from (e.g. ``grand.frame``: switching tours keeps the picture);
+        default the first d axes. seed, speed : as for ``GrandTour``.
+    Search, tourr-like (``guided_tour(alpha = 0.5, cooling = 0.99, max.tries = 25)``):
+    1. *climb*: local Riemannian conjugate-gradient ascent from the current frame; the tour follows
+       its iterates through waypoints about ``waypoint`` radians apart, so the index rises as
+       the picture turns. A climb runs at most ``climb`` iterations inside one step; when it is cut
+       short while still gaining, the tour climbs on from its end once it gets there (a viewer
+       gives a small ``climb`` so no single frame pays for a whole ascent); 2. at the top,
+       *restarts*: one candidate per frame step, each polished by a local climb of at most
+       ``polish`` iterations - first the closed-form optimum where one exists (lda, pda), then
+       ``restarts`` Haar-random frames, then frames ``alpha`` radians away in a random direction,
+       ``alpha`` shrinking by ``cooling`` after each try (annealing). A candidate better by 0.1 %
+       and at least 0.01 away becomes the next target; 3. after ``max_tries`` failed candidates in
+       a row the tour rests on the best view (``status == "finished"``). ``set_frame`` (a handle
+       drag) and ``rewind`` start climbing again from there (``set_frame`` only records the frame:
+       the next step that moves plans the climb).
+    ``value`` is the index at the current frame; ``best`` the best (value, frame) so far.
+    Cost: a climb (at most ``climb`` CG iterations) or a candidate (at most ``polish``) runs inside
+    the ``step`` that reaches a piece's end: ~40-150 index evaluations with gradients by default,
+    i.e. milliseconds for lda/pda (p x p), N-row passes for holes/cmass (on a CPU give ``sample=``
+    ~1e5 rows), O(sample^2) per evaluation for purity.
+    ``state()`` extends GrandTour's dict with a "guided" entry; ``GuidedTour.from_state(state,
+    data=..., labels=...)`` needs the same data back (checked against a fingerprint).
+    """
+
+    def __init__(self, p: int, d: int = 2, *, index, data=None, labels=None, start=None, seed=None,
+                 speed: float = 0.25, sphere: bool = False, sample: int | None = None,
+                 restarts: int = 4, max_tries: int = 25, alpha: float = 0.5, cooling: float = 0.99,
+                 waypoint: float = 0.5, polish: int = 60, climb: int = 200, **index_options):
+        p, d = check_dims(p, d, "GuidedTour", strict=True)
+        if isinstance(index, Objective):
+            if data is not None or labels is not None or index_options or sphere or sample is not None:
+                raise ValueError("GuidedTour: give either an Objective as index, or a name with data/options")
+            obj = index
+        else:
+            if data is None:
+                raise ValueError(f"GuidedTour: index {index!r} needs data=(N, p) (and labels for classes)")
+            obj = _objective(index, data, labels, sphere=sphere, sample=sample, **index_options)
+        if obj.p != p:
+            raise ValueError(f"GuidedTour: the data have {obj.p} columns but p = {p}")
+        self.objective = obj
+        self._opts = _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish, climb)
+        self._best = None
+        self._reset_search()
+        super().__init__(p, d, seed=seed, speed=speed, method="geodesic", start=start)
+
+    # search state ------------------------------------------------------------------------------
+    def _reset_search(self) -> None:
+        self._plan: list[np.ndarray] = []
+        self._phase = "climb"           # climb | search | done
+        self._tries = 0                 # failed candidates in a row
+        self._candidates = 0            # candidates drawn since the last climb
+        self._alpha = self._opts["alpha"]
+        self._here = -np.inf            # index at the top the tour rests on / heads for
+        self._value_cache = None
+
+    def _note(self, F: np.ndarray, v: float) -> None:
+        if self._best is None or v > self._best[0]:
+            self._best = (v, F.copy())
+
+    def _candidate(self, F: np.ndarray) -> np.ndarray:
+        """The next restart point: closed form, then Haar-random, then annealed nearby frames."""
+        k = self._candidates
+        self._candidates += 1
+        has_cf = self.objective.name in ("lda", "pda")
+        if has_cf and k == 0:
+            return self.objective.maximize(self.d).frame
+        if k < self._opts["restarts"] + has_cf:
+            return random_frame(self.p, self.d, self._rng)
+        H = self._rng.standard_normal((self.p, self.d))
+        H -= F @ (F.T @ H)
+        H /= np.linalg.norm(H)
+        U, s, Vt = np.linalg.svd(H, full_matrices=False)
+        a = self._alpha
+        self._alpha *= self._opts["cooling"]
+        return orthonormal_columns(((F @ Vt.T) * np.cos(a * s)) @ Vt + (U * np.sin(a * s)) @ Vt, "frame",
+                                   "GuidedTour")
+
+    def _waypoints(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        plan, run = [], 0.0
+        for a, b in zip(frames[:-1], frames[1:]):
+            run += float(np.linalg.norm(np.arccos(np.clip(np.linalg.svd(a.T @ b, compute_uv=False), -1, 1))))
+            if run >= self._opts["waypoint"]:
+                plan.append(b)
+                run = 0.0
+        if not plan or plan[-1] is not frames[-1]:
+            plan.append(frames[-1])
+        return plan
+
+    def _geodesic_piece(self, F: np.ndarray) -> _GeoPath:
+        obj = self.objective
+        while True:
+            while self._plan:
+                path = _GeoPath(F, self._plan.pop(0))
+                if path.length > 0.0:
+                    return path
+            if self._phase == "done":
+                return _GeoPath(F, F)
+            if self._phase == "climb":
+                self._phase = "search"
+                v0 = obj.value(F)
+                self._note(F, v0)
+                frames = obj.climb(F, maxiter=self._opts["climb"])
+                self._here = obj.value(frames[-1])
+                self._note(frames[-1], self._here)
+                if self._here - v0 > CLIMB_REL_GAIN * max(abs(v0), 1e-12):
+                    self._plan = self._waypoints(frames)
+                    if len(frames) - 1 >= self._opts["climb"]:  # cut short while still gaining: the
+                        self._phase = "climb"                   # piece end after this plan climbs on
+                    continue
+            # search: one candidate per call, resting at F in between
+            exact = self._candidates == 0 and obj.name in ("lda", "pda")  # the closed-form optimum
+            top = obj.climb(self._candidate(F), maxiter=self._opts["polish"])[-1]
+            v = obj.value(top)
+            self._note(top, v)
+            if exact and v > self._here and _plane_distance(top, F) > 1e-6:
+                self._here, self._tries, self._plan = v, 0, [top]  # end exactly on it, however close
+                continue
+            if v - self._here > GUIDED_REL_GAIN * max(abs(self._here), 1e-12) and (
+                    _plane_distance(top, F) > GUIDED_MIN_MOVE):
+                self._here, self._tries, self._plan = v, 0, [top]
+                continue
+            self._tries += 1
+            if self._tries >= self._opts["max_tries"]:
+                self._phase = "done"
+                best, B = self._best
+                if best - self._here > GUIDED_REL_GAIN * max(abs(self._here), 1e-12):
+                    self._here, self._plan = best, [B.copy()]  # end on the best view ever seen
+                    continue
+            return _GeoPath(F, F)
+
+    # protocol ----------------------------------------------------------------------------------
+    def step(self, dt: float) -> np.ndarray:
+        """Advance by ``dt`` seconds along the climb; while searching, one candidate per call."""
+        if self._phase == "done" and not self._plan and self._path.length == 0.0:
+            if not np.isfinite(float(dt)) or float(dt) < 0:
+                raise ValueError(f"GuidedTour.step: dt must be a finite number of seconds >= 0, got {dt!r}")
+            return self._frame
+        return super().step(dt)
+
+    def set_frame(self, F) -> None:
+        """Jump to F; the search starts again, climbing from there at the next ``step`` that moves.
+
+        Nothing is computed here: a handle drag sets a frame on every mouse move with the tour
+        paused, and each would otherwise pay for a whole climb it never follows."""
+        F = check_frame(F, "F", "GuidedTour.set_frame", shape=(self.p, self.d))
+        F = orthonormal_columns(F, "F", "GuidedTour.set_frame")
+        self._reset_search()
+        if self._pos > self._begin:
+            self._history.append((self._path, self._begin, self._pos))
+        self._path = _GeoPath(F, F)  # rest at F; the next step that moves plans the climb
+        self._begin = self._pos = 0.0
+        self._update()
+
+    def rewind(self, seconds: float) -> np.ndarray:
+        """As ``GrandTour.rewind``; the planned climb is dropped and recomputed from where the
+        rewound piece ends."""
+        F = super().rewind(seconds)
+        self._reset_search()
+        return F
+
+    @property
+    def index(self) -> str:
+        return self.objective.name
+
+    @property
+    def value(self) -> float:
+        """The index at the current frame (computed once per frame)."""
+        if self._value_cache is None or self._value_cache[0] is not self._frame:
+            self._value_cache = (self._frame, self.objective.value(self._frame))
+        return self._value_cache[1]
+
+    @property
+    def best(self) -> tuple[float, np.ndarray]:
+        """(value, frame) of the best view found so far."""
+        return self._best[0], self._best[1].copy()
+
+    @property
+    def status(self) -> str:
+        """"climbing" (moving to a planned target, or about to climb from a frame just set),
+        "searching" (resting while trying restart candidates, one per step) or "finished" (resting
+        on the best view found)."""
+        if self._path.length > 0.0 or self._plan or self._phase == "climb":
+            return "climbing"
+        return "finished" if self._phase == "done" else "searching"
+
+    def state(self) -> dict:
+        s = super().state()
+        s["guided"] = {
+            "objective": self.objective.spec, "fingerprint": self.objective.fingerprint,
+            "options": self._opts,
+            "plan": [F.tolist() for F in self._plan], "phase": self._phase, "tries": self._tries,
+            "candidates": self._candidates, "alpha": self._alpha, "here": self._here,
+            "best": None if self._best is None else [self._best[0], self._best[1].tolist()],
+        }
+        return s
+
+    @classmethod
+    def from_state(cls, state: dict, *, data=None, labels=None,
+                   objective: Objective | None = None) -> GuidedTour:
+        """Rebuild from ``state()`` with the same data (``data``/``labels``, or an ``objective``
+        bound to them); stepping it gives the same frames. ValueError if the data differ."""
+        try:
+            g = state["guided"]
+            spec = dict(g["objective"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError("GuidedTour.from_state: not a guided tour state (no 'guided' entry)") from exc
+        if objective is None:
+            if data is None:
+                raise ValueError("GuidedTour.from_state: needs data= (and labels=) to rebuild the index")
+            obj = _objective(spec.pop("index"), data, labels, **spec)
+        else:
+            obj = objective
+        fp = np.asarray(g["fingerprint"], dtype=np.float64)
+        if obj.spec != g["objective"] or fp.shape != np.shape(obj.fingerprint) or not np.allclose(
+                obj.fingerprint, fp, rtol=1e-9, atol=1e-12):
+            raise ValueError("GuidedTour.from_state: the data (or index options) differ from the saved ones")
+        tour = super().from_state(state)
+        try:
+            tour.objective = obj
+            tour._opts = _guided_options(**g["options"])
+            tour._reset_search()
+            shape = (tour.p, tour.d)
+            tour._plan = [check_frame(F, "plan", "GuidedTour.from_state", shape=shape) for F in g["plan"]]
+            if g["phase"] not in ("climb", "search", "done"):
+                raise ValueError(f"unknown phase {g['phase']!r}")
+            tour._phase, tour._tries = g["phase"], int(g["tries"])
+            tour._candidates, tour._alpha = int(g["candidates"]), float(g["alpha"])
+            tour._here = float(g["here"])
+            b = g["best"]
+            tour._best = None if b is None else (
+                float(b[0]), check_frame(b[1], "best", "GuidedTour.from_state", shape=shape))
+            # Numbers from a file: finite and in range, or a saved view could stall the search.
+            if tour._tries < 0 or tour._candidates < 0 or len(tour._plan) > 10_000:
+                raise ValueError("GuidedTour.from_state: tries, candidates must be >= 0 and the plan at most "
+                                 "10,000 frames")
+            if not (np.isfinite(tour._alpha) and 0.0 < tour._alpha <= np.pi / 2):
+                raise ValueError(f"GuidedTour.from_state: alpha={tour._alpha!r} must lie in (0, pi/2]")
+            if np.isnan(tour._here) or tour._here == np.inf or (
+                    tour._best is not None and not np.isfinite(tour._best[0])):
+                raise ValueError("GuidedTour.from_state: the index values 'here' (or -inf before the "
+                                 "first) and 'best' must be finite")
+        except (KeyError, TypeError, IndexError, OverflowError) as exc:
+            raise ValueError(f"GuidedTour.from_state: malformed state ({type(exc).__name__}: {exc})") from exc
+        return tour
+
+
+def _guided_options(restarts, max_tries, alpha, cooling, waypoint, polish, climb=200) -> dict:
+    def count(name, v, lo):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"GuidedTour: {name} must be an integer >= {lo}, got {v!r}")
+        return int(v)
+
+    def real(name, v, lo, hi):
+        x = float(v)
+        if not lo < x <= hi:
+            raise ValueError(f"GuidedTour: {name} must lie in ({lo}, {hi}], got {v!r}")
+        return x
+
+    return {"restarts": count("restarts", restarts, 0), "max_tries": count("max_tries", max_tries, 1),
+            "alpha": real("alpha", alpha, 0.0, np.pi / 2), "cooling": real("cooling", cooling, 0.0, 1.0),
+            "waypoint": real("waypoint", waypoint, 0.0, np.pi), "polish": count("polish", polish, 1),
+            "climb": count("climb", climb, 1)}

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from queue import Empty
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -163,9 +164,26 @@ class NotebookSession:
         conn = wait_for(lambda: path.exists() and path, timeout, "the kernel's connection file")
         kc = BlockingKernelClient(connection_file=str(conn))
         kc.load_connection_file()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=timeout)
+        # Only the shell channel: the checks read replies, never output. Not wait_for_ready():
+        # after the kernel answers it drains iopub until a 0.2 s gap, and a playing widget
+        # publishes a frame more often than that on a quiet machine, so it never returned (CI hung).
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
         self.kernel = kc
+        deadline = time.monotonic() + timeout
+
+        def answered():
+            msg_id = kc.kernel_info()
+            end = min(deadline, time.monotonic() + 2.0)
+            while time.monotonic() < end:
+                try:
+                    reply = kc.get_shell_msg(timeout=max(0.05, end - time.monotonic()))
+                except Empty:
+                    return False
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return reply["msg_type"] == "kernel_info_reply"
+            return False
+
+        wait_for(answered, timeout, "the notebook's kernel to answer kernel_info", interval=0.2)
 
     # ------------------------------------------------------------------ use
     def js(self, script: str, *args):
@@ -178,7 +196,13 @@ class NotebookSession:
         msg_id = self.kernel.execute(code, silent=False, store_history=False, user_expressions=exprs)
         deadline = time.monotonic() + timeout
         while True:
-            reply = self.kernel.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the kernel did not answer within {timeout:.0f} s: {code!r} {expr!r}")
+            try:
+                reply = self.kernel.get_shell_msg(timeout=left)
+            except Empty:
+                continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         content = reply["content"]

@@ -416,7 +416,8 @@ def test_view_compare_opens_both_models_at_the_matching_layer(cmp, monkeypatch):
         np.testing.assert_allclose(c.rotation, expected_rotation(c), atol=1e-8)
         assert c.controls["a"].brush is not c.controls["b"].brush
         assert [type(k).__name__ for k in c.panels[0].controllers] == ["BrushController", "HandleController",
-                                                                        "HoverController"]
+                                                                        "HoverController", "GuidedController"]
+        assert c.controls["a"].guided is c.controls["b"].guided  # one guided tour for the shared tour
     finally:
         for c in opened:
             c.close()

@@ -50,8 +50,13 @@ def assert_same_bundle(path_a, path_b, atol=1e-5):
     assert a.n == b.n and a.dim == b.dim and list(a.models) == list(b.models)
     for name, ma in a.models.items():
         mb = b.models[name]
+        assert a.checkpoints(name) == b.checkpoints(name)
         assert [x.id for x in ma.layers] == [x.id for x in mb.layers]
-        for la, lb in zip(ma.layers, mb.layers):
+        states = [(a.model_at(name, c), b.model_at(name, c)) for c in a.checkpoints(name)]
+        for ca, cb in states:
+            for k, att in ca.attributes.items():
+                np.testing.assert_array_equal(np.asarray(att.values), np.asarray(cb.attributes[k].values))
+        for la, lb in ((x, y) for ca, cb in states for x, y in zip(ca.layers, cb.layers)):
             assert la.source_dim == lb.source_dim
             np.testing.assert_allclose(np.asarray(la.embedding), np.asarray(lb.embedding), atol=atol,
                                        err_msg=f"{name}/{la.id}")
@@ -149,7 +154,7 @@ def test_input_recipes_rebuild_exactly_the_rows_of_the_full_set(rng, tmp_path):
     _check_shards(InputRecipe.tensor(x), tensor_inputs(x), [0, 8, 16, 57], 8)
     for c in ("cat", "dog", "eel"):
         (tmp_path / "img" / c).mkdir(parents=True)
-        for i in range(int(rng.integers(2, 5))):
+        for i in range(int(rng.integers(3, 5))):  # >= 9 images: n=7 always fits
             h, w = (int(v) for v in rng.integers(40, 90, size=2))
             pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "img" / c / f"{i}.png")
@@ -350,9 +355,15 @@ def demo_cache(tmp_path_factory):
 def test_demo_on_local_cluster_equals_local_demo(tmp_path, demo_cache):
     from engine.demo import build_demo_bundle
 
-    local = build_demo_bundle(tmp_path / "local.lt", device="cpu", progress=False)
-    dist = build_demo_bundle(tmp_path / "dist.lt", device="cpu", progress=False, cluster="local:2")
+    # two checkpoints (the untrained and the trained CNN) keep this within the suite's budget while
+    # exercising the training run on the cluster: per-checkpoint recipes, previous-checkpoint inits,
+    # the input layer copied, the logits collected from the shards
+    steps = (0, 690)
+    local = build_demo_bundle(tmp_path / "local.lt", device="cpu", progress=False, steps=steps)
+    dist = build_demo_bundle(tmp_path / "dist.lt", device="cpu", progress=False, cluster="local:2",
+                             steps=steps)
     assert_same_bundle(local, dist)
+    assert engine.load_bundle(dist).checkpoints("digits-cnn") == ["step-0", "step-690"]
     prov = engine.load_bundle(dist).provenance
     assert prov["distributed"]["cluster"].startswith("LocalCluster") and prov["backend"]["name"] == "cpu"
     assert engine.load_bundle(local).provenance["distributed"] is None

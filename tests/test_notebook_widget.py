@@ -284,7 +284,8 @@ print(json.dumps({{"kind": w.gl.kind, "lit": lit, "shape": list(img.shape), "ali
 
 def test_layertour_info_names_the_offscreen_gl():
     """``layertour info`` says what a notebook widget would render through on this machine."""
-    from engine.info import offscreen_gl, report
+    from engine.info import report
+    from viewer.sysinfo import offscreen_gl
 
     o = offscreen_gl()
     assert isinstance(o, dict), o

@@ -37,37 +37,76 @@ def demo_bundle(tmp_path_factory):
 
 @pytest.mark.slow
 def test_demo_bundle_is_complete_and_good(demo_bundle):
+    from engine.demo import DEMO_STEPS
+
     b = engine.load_bundle(demo_bundle)
     assert b.n == 1797 and b.dim == 15
     model = b.models["digits-cnn"]
-    assert [layer.id for layer in model.layers] == ["0-Input", "1-Conv2d", "2-MaxPool2d", "3-Conv2d",
-                                                     "4-MaxPool2d", "5-Linear", "6-Linear", "7-Softmax"]
+    ids = ["0-Input", "1-Conv2d", "2-Conv2d", "3-Linear", "4-Linear", "5-Softmax"]
+    assert [layer.id for layer in model.layers] == ids
     assert model.meta["test_accuracy"] >= 0.95
-    for layer in model.layers:
-        e = np.asarray(layer.embedding)
-        assert e.shape == (1797, 15) and e.dtype == np.float32 and np.isfinite(e).all()
-        assert layer.meta["trustworthiness"] >= 0.85, (layer.id, layer.meta["trustworthiness"])
-        R = layer.rotation
-        np.testing.assert_allclose(R.T @ R, np.eye(15), atol=1e-9)
-    # Canonical frame: the first layer is only centred; consecutive aligned layers are close.
+    # the training axis: six checkpoints from the untrained network on, each with every layer
+    names = b.checkpoints("digits-cnn")
+    assert names == [f"step-{s}" for s in DEMO_STEPS] and len(names) >= 6 and names[0] == "step-0"
+    accs = [b.model_at("digits-cnn", c).checkpoint_meta["accuracy"] for c in names]
+    assert accs[0] < 0.25 and accs[-1] > 0.95 and accs[-1] == model.meta["accuracy"]
+    assert b.checkpoint_similarity("digits-cnn").shape == (5, 6)
+    for c in names:
+        at = b.model_at("digits-cnn", c)
+        assert [layer.id for layer in at.layers] == ids
+        assert set(at.attributes) == {"prediction", "correct", "confidence", "top1_confidence", "loss"}
+        for layer in at.layers:
+            e = np.asarray(layer.embedding)
+            assert e.shape == (1797, 15) and e.dtype == np.float32 and np.isfinite(e).all()
+            assert layer.meta["trustworthiness"] >= 0.85, (c, layer.id, layer.meta["trustworthiness"])
+            R = layer.rotation
+            np.testing.assert_allclose(R.T @ R, np.eye(15), atol=1e-9)
+    # Canonical frame: the last checkpoint's first layer is only centred
     np.testing.assert_allclose(model.layers[0].rotation, np.eye(15), atol=1e-12)
-    assert len(model.meta["consecutive_similarity"]) == 7
-    assert set(b.attributes) >= {"label", "prediction", "correct", "confidence", "split"}
+    assert len(model.meta["consecutive_similarity"]) == 5
+    assert set(b.attributes) >= {"label", "prediction", "correct", "confidence", "loss", "split"}
     assert b.default_attribute == "label"
     assert b.images is not None and b.images.shape == (1797, 32, 32, 3)
     prov = b.provenance
     assert prov["parameters"]["dim"] == 15 and prov["backend"]["name"] == "cpu"
+    assert prov["parameters"]["init"] == "previous-checkpoint"
     assert "umap-learn" in prov["versions"]
+
+
+def _knn_accuracy(X: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """Leave-one-out k-NN label accuracy in X (how well the classes separate)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    nn = KNeighborsClassifier(n_neighbors=k + 1).fit(X, y)
+    idx = nn.kneighbors(X, return_distance=False)[:, 1:]
+    votes = np.apply_along_axis(lambda r: np.bincount(r, minlength=10).argmax(), 1, y[idx])
+    return float((votes == y).mean())
+
+
+@pytest.mark.slow
+def test_the_softmax_layer_separates_the_classes_better_after_training(demo_bundle):
+    """k-NN label accuracy in the 15-D embedding of the softmax layer: low for the untrained CNN,
+    high for the trained one, and rising over training."""
+    b = engine.load_bundle(demo_bundle)
+    y = np.asarray(b.attributes["label"].values)
+    acc = [_knn_accuracy(np.asarray(b.model_at("digits-cnn", c).layer("5-Softmax").aligned()), y)
+           for c in b.checkpoints("digits-cnn")]
+    assert acc[-1] > acc[0] + 0.2 and acc[-1] > 0.95, acc
 
 
 @pytest.mark.slow
 def test_aligned_layers_are_closer_than_raw(demo_bundle):
-    """Procrustes alignment must reduce the distance between consecutive layers."""
-    model = engine.load_bundle(demo_bundle).models["digits-cnn"]
-    for a, b in zip(model.layers[:-1], model.layers[1:]):
-        raw = np.linalg.norm((a.embedding - a.embedding.mean(0)) - (b.embedding - b.embedding.mean(0)))
-        aligned = np.linalg.norm(a.aligned() - b.aligned())
-        assert aligned <= raw + 1e-6, (a.id, b.id)
+    """Procrustes alignment must reduce the distance between consecutive layers (of the trained
+    network) and between consecutive checkpoints (of each layer)."""
+    b = engine.load_bundle(demo_bundle)
+    model = b.models["digits-cnn"]
+    pairs = list(zip(model.layers[:-1], model.layers[1:]))
+    states = [b.model_at("digits-cnn", c) for c in b.checkpoints("digits-cnn")]
+    pairs += [(x, y) for s, t in zip(states[:-1], states[1:]) for x, y in zip(s.layers, t.layers)]
+    for a, c in pairs:
+        raw = np.linalg.norm((a.embedding - a.embedding.mean(0)) - (c.embedding - c.embedding.mean(0)))
+        aligned = np.linalg.norm(a.aligned() - c.aligned())
+        assert aligned <= raw + 1e-6, (a.checkpoint, a.id, c.checkpoint, c.id)
 
 
 def _prepare_cmd(out: Path, *extra: str) -> list[str]:

@@ -153,6 +153,18 @@ def test_bad_rotation_or_centre_is_refused_at_load(tmp_path, rng, part, value, m
     assert f"L1.{part}.npy" in str(ei.value)
 
 
+def test_a_non_finite_similarity_matrix_is_refused_at_load(tmp_path, rng):
+    w = BundleWriter(tmp_path / "b.lt", n=N, dim=P)
+    for m in ("a", "b"):
+        w.add_model(m)
+        w.write_layer(m, "L0", rng.standard_normal((N, P)))
+    w.set_similarity("a", "b", np.ones((1, 1)))
+    path = w.commit()
+    _poke(path / "similarity" / "a__b.npy", np.nan)
+    with pytest.raises(BundleError, match=r"a__b.npy: NaN or Inf values \(similarity\[0\]\)"):
+        load_bundle(path)
+
+
 def test_writer_refuses_a_non_orthogonal_rotation(tmp_path, rng):
     w = BundleWriter(tmp_path / "b.lt", n=N, dim=P)
     w.add_model("m")

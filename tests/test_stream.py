@@ -249,45 +249,64 @@ def test_a_small_budget_is_never_exceeded(tmp_path):
 
 
 class ArgmaxHook:
-    """A model-output hook as the lead wires issue 12's: prediction and top-1 confidence."""
+    """A caller's model-output hook (``prepare(output_hook=)``): the arg-max and top-1 probability."""
 
     def specs(self):
-        return {"prediction": {"kind": "categorical", "categories": [str(i) for i in range(10)],
-                               "dtype": "int32"},
+        return {"argmax": {"kind": "categorical", "categories": [str(i) for i in range(10)],
+                           "dtype": "int32"},
                 "top1": {"kind": "continuous", "extent": [0.0, 1.0], "dtype": "float32"}}
 
     def __call__(self, a, b, outputs, labels, targets):
         assert outputs.shape == (b - a, 10) and labels.shape == (b - a,)
         e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)
-        return {"prediction": outputs.argmax(axis=1).astype(np.int32),
+        return {"argmax": outputs.argmax(axis=1).astype(np.int32),
                 "top1": p.max(axis=1).astype(np.float32)}
 
 
 @pytest.mark.slow
-def test_an_output_hook_sees_every_chunk_streamed_or_not(tmp_path):
+def test_a_classifiers_outputs_are_attributes_streamed_or_not(tmp_path):
+    """The tiny MLP is a classifier over the digits' 10 classes: prediction, correct, confidence,
+    top-1 confidence and loss equal a direct forward pass, bit for bit the same streamed (chunk by
+    chunk, :class:`engine.outputs.ClassifierHook`) as in memory (the logits recorded with the
+    layers); accuracy and mean loss land in the model's meta; a caller's hook adds its own."""
     import torch
 
     from engine.inputs import digits_inputs
     from engine.models import load_model, resolve_layers
+    from engine.outputs import OUTPUT_ATTRIBUTES, classifier_outputs
     from engine.pipeline import ModelJob, prepare
 
     module, name = load_model(TINY_SPEC, weights="none")
     inputs = digits_inputs(n=700)
     with torch.no_grad():
         logits = module(next(iter(inputs.batches(700)))).numpy()
+    want = classifier_outputs(logits, inputs.labels)
     cfg = dict(device="cpu", umap_backend="umap-learn", fit_sample=300, transform_chunk=256, batch_size=64)
+    got = {}
     for stream in (True, None):
         job = ModelJob(name, module, resolve_layers(module, "1", name))
         out = prepare([job], inputs, tmp_path / f"{stream}.lt", PrepareConfig(**cfg, stream=stream),
                       progress=False, output_hook=ArgmaxHook())
         b = engine.load_bundle(out)
         assert (b.provenance["stream"] is not None) == bool(stream)
-        np.testing.assert_array_equal(np.asarray(b.attributes["prediction"].values), logits.argmax(1))
+        got[stream] = b
+        np.testing.assert_array_equal(np.asarray(b.attributes["prediction"].values), want.prediction)
+        np.testing.assert_array_equal(np.asarray(b.attributes["correct"].values), want.correct.astype(int))
+        for k in ("confidence", "top1_confidence", "loss"):
+            np.testing.assert_allclose(np.asarray(b.attributes[k].values), getattr(want, k), rtol=1e-5,
+                                       atol=1e-6)
+        assert b.attributes["prediction"].categories == [str(i) for i in range(10)]
+        assert b.models[name].meta["accuracy"] == pytest.approx(want.accuracy, abs=1e-6)
+        assert b.models[name].meta["loss"] == pytest.approx(want.mean_loss, rel=1e-5)
+        np.testing.assert_array_equal(np.asarray(b.attributes["argmax"].values), logits.argmax(1))
         p = np.exp(logits - logits.max(1, keepdims=True))
         np.testing.assert_allclose(np.asarray(b.attributes["top1"].values),
                                    (p / p.sum(1, keepdims=True)).max(1), rtol=1e-5)
         assert b.default_attribute == "label"
+    for k in OUTPUT_ATTRIBUTES:
+        np.testing.assert_array_equal(np.asarray(got[True].attributes[k].values),
+                                      np.asarray(got[None].attributes[k].values))
 
 
 @pytest.mark.gpu

@@ -366,3 +366,39 @@ def test_go_to_a_2d_view_from_3d_jumps_there(view, rng):
     assert c.dims == 2 and ctrl["ViewStateController"].goto is None
     np.testing.assert_allclose(c.frame, saved_frame, atol=1e-12)
     np.testing.assert_array_equal(c.render(), target_img)
+
+
+def test_a_corrupt_layer_met_on_a_key_goes_to_the_status_line(tmp_path, rng):
+    """A NaN the load-time spot check cannot see (between its sampled row blocks) is found when
+    the layer is first shown: pressing the next-layer key reports it in the window, keeps the
+    current layer, and raises nothing out of the event handler; '+' stops at the fastest speed."""
+    import vispy
+
+    vispy.use("glfw")
+    from engine.store import BundleWriter, _spot_rows, load_bundle
+    from engine.tour import MAX_SPEED
+    from viewer.canvas import TourCanvas
+
+    n = 9000
+    unseen = int(np.setdiff1d(np.arange(n), _spot_rows(n))[0])
+    w = BundleWriter(tmp_path / "b.lt", n=n, dim=P)
+    w.add_model("net")
+    w.write_layer("net", "0-Layer", rng.normal(size=(n, P)).astype(np.float32))
+    w.write_layer("net", "1-Layer", rng.normal(size=(n, P)).astype(np.float32))
+    w.commit()
+    layer_file = load_bundle(tmp_path / "b.lt").models["net"].layers[1].embedding.filename
+    damaged = np.load(layer_file, mmap_mode="r+")
+    damaged[unseen, 2] = np.nan  # damage on disk after the (refusing) writer was done
+    damaged.flush()
+    del damaged
+    c = TourCanvas(load_bundle(tmp_path / "b.lt"), size=(420, 400), show=False, animate=False, device="cpu")
+    try:
+        key(c, "J", "j")
+        assert c.layer_index == 0
+        status = c.current_status() or ""
+        assert status.startswith("error:") and "1-Layer" in status and "NaN" in status, status
+        for _ in range(60):
+            key(c, "+", "+")
+        assert c.tour.speed == MAX_SPEED and "fastest" in (c.current_status() or "")
+    finally:
+        c.close()

@@ -229,7 +229,8 @@ def test_fit_text_keeps_both_ends():
 def test_study_layers_fill_the_plot_with_few_points_outside(study_data, tmp_path):
     """Every layer of both study models at 800x600 without the HUD: the 2-98 % box of the drawn
     positions spans >= 0.6 of the plot in its longer direction and < 1 % of the points are outside."""
-    from engine.store import import_umap_tour, load_bundle
+    from engine.store import load_bundle
+    from engine.studyformat import import_umap_tour
     from engine.tour import GrandTour
     from viewer.view import ModelView
 

@@ -136,3 +136,21 @@ def test_a_saved_view_from_capture_round_trips(tmp_path):
         state["frame"] = random_frame(7, d, 5).tolist()
         viewstate.save(tmp_path / f"v{d}.json", state)
         assert viewstate.load(tmp_path / f"v{d}.json")["frame"] == state["frame"]
+
+
+def test_guided_tour_state_numbers_are_checked():
+    pytest.importorskip("scipy")
+    from engine.tour import GuidedTour
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 5))
+    X[:100, 0] += 4
+    t = GuidedTour(5, 2, index="holes", data=X, seed=1)
+    t.step(0.5)
+    state = json.loads(json.dumps(t.state()))
+    GuidedTour.from_state(state, data=X)  # the saved state itself is accepted
+    for key, value in (("alpha", float("nan")), ("alpha", 5.0), ("here", float("nan")), ("tries", -1)):
+        bad = copy.deepcopy(state)
+        bad["guided"][key] = value
+        with pytest.raises(ValueError, match="GuidedTour.from_state"):
+            GuidedTour.from_state(bad, data=X)

@@ -4,7 +4,10 @@ Composed of the shared parts: a :class:`viewer.view.ModelView` (layers, framing,
 :class:`viewer.points.PointsLayer` (render path, colours, thumbnails) in a
 :class:`viewer.pane.Pane`, inside the window base (tour, timer, keys, HUD, controllers). What is
 its own: the keys j/k (layers), m (next model), i (image mode), 3 (2-D/3-D), the colouring
-options ("movement" from the previous layer), and the saved-view parameters.
+options ("movement" from the previous layer; for a training run "checkpoint-movement" from the
+previous checkpoint, and each checkpoint's own attributes, e.g. its ``correct``), the HUD's
+checkpoint line, and the saved-view parameters. The training run's slider and keys are the
+window base's.
 
 Coordinates: the canvas's own ``data_to_pixels`` / ``pixels_to_data`` map to logical *window*
 pixels (origin top-left, as VisPy mouse events report them); the pane's (what controllers use)
@@ -24,11 +27,13 @@ from viewer import colors as vcolors
 from viewer.pane import Pane
 from viewer.points import FADE_ALPHA, IMAGE_SCALE, PointsLayer  # noqa: F401 (re-exported for tests)
 from viewer.text import quality_text
+from viewer.timeline import accuracy_label, checkpoint_label
 from viewer.view import POINT_ALPHA, TRANSITION_SECONDS, ZOOM_RANGE, ModelView  # noqa: F401
 from viewer.window import COMMON_HELP, TourWindow
 
 log = logging.getLogger("layertour.viewer")
 
+CHECKPOINT_MOVEMENT = "checkpoint-movement"
 V1_HELP = COMMON_HELP[:4] + [
     ("j / k", "next / previous layer (or click a name)"), ("m", "next model"),
     ("i", "image mode (thumbnails)"), ("3", "toggle 2-D / 3-D projection"),
@@ -39,15 +44,17 @@ class TourCanvas(TourWindow):
     """Interactive Grand Tour of one model of a bundle (see the module docstring).
 
     bundle : engine.store.Bundle; model : name (default first); layer : id, name or index;
-    dims : 2 or 3; color : attribute name, "movement" or "none" (default: the bundle's default
-    attribute); render_path : auto | cuda | copy | shader; device : engine back end for the data
-    (auto | cuda | cpu); speed : tour speed (rad/s); animate : run the wall-clock timer.
+    checkpoint : name or index of the training run's checkpoint to start at (default the last);
+    dims : 2 or 3; color : attribute name, "movement", "checkpoint-movement" or "none" (default:
+    the bundle's default attribute); render_path : auto | cuda | copy | shader; device : engine
+    back end for the data (auto | cuda | cpu); speed : tour speed (rad/s); animate : run the
+    wall-clock timer.
     """
 
     def __init__(self, bundle, *, model=None, layer=None, dims: int = 2, color=None,
                  render_path: str = "auto", seed: int = 0, size=(1100, 820), show: bool = True,
                  animate: bool = True, device: str = "auto", title: str | None = None,
-                 layer_cache_bytes: int = 4 << 30, speed: float | None = None):
+                 layer_cache_bytes: int = 4 << 30, speed: float | None = None, checkpoint=None):
         if not bundle.models:
             raise ValueError(f"bundle {bundle.path} has no models")
         model = next(iter(bundle.models)) if model is None else model
@@ -60,7 +67,7 @@ class TourCanvas(TourWindow):
                          show=show, animate=animate, device=device,
                          title=title or f"layertour — {Path(str(bundle.path)).name}")
         self.help_entries = list(V1_HELP)
-        view = ModelView(bundle, model, layer, self.data_xp, layer_cache_bytes)
+        view = ModelView(bundle, model, layer, self.data_xp, layer_cache_bytes, checkpoint=checkpoint)
         points = PointsLayer(self.render_path_name, bundle.n, p, dims, self.max_texture_size)
         self.pane = Pane(self, view, points, "a")
         self.panes = [self.pane]
@@ -91,6 +98,31 @@ class TourCanvas(TourWindow):
     @property
     def layer_index(self) -> int:
         return self.view.layer_index
+
+    @property
+    def checkpoint(self) -> str:
+        """The name of the checkpoint shown (the nearest one between two)."""
+        return self.view.checkpoints[self.view.checkpoint]
+
+    @property
+    def checkpoint_position(self) -> float:
+        """Where the training run stands: a checkpoint index, or a fraction between two."""
+        return self.view.clock.position
+
+    def set_checkpoint(self, position, animate: bool = False) -> None:
+        """Show the training run at checkpoint ``position``: a name, an index, or a fractional
+        index between two checkpoints (their blend); gliding there when ``animate``."""
+        if isinstance(position, str):
+            position = self.view.checkpoint_index_of(position)
+        self.set_pane_checkpoint(self.pane, float(position), animate)
+
+    @property
+    def current_key(self) -> tuple[int, int]:
+        return self.view.current_key
+
+    @property
+    def drawn(self):
+        return self.view.drawn()
 
     @property
     def transition(self):
@@ -183,10 +215,18 @@ class TourCanvas(TourWindow):
     # ------------------------------------------------------------------ colour
     def _color_options(self) -> list[str]:
         opts = list(self.bundle.attributes)
+        opts += [a for a in self.view.state_model.attributes if a not in opts]  # a checkpoint's own
         if len(self.model.layers) > 1:
             opts.append("movement")
+        if self.view.trained:
+            opts.append(CHECKPOINT_MOVEMENT)
         opts.append("none")
         return opts
+
+    def attributes(self) -> dict:
+        """The attributes colourings read now: the bundle's, with the shown checkpoint's own over
+        them (a training run's per-checkpoint prediction, correctness, confidence, loss)."""
+        return {**self.bundle.attributes, **self.view.state_model.attributes}
 
     def _initial_color(self, color) -> str:
         if color is not None:
@@ -200,7 +240,9 @@ class TourCanvas(TourWindow):
         return next(iter(self.bundle.attributes), "none")
 
     def set_coloring(self, name: str) -> None:
-        """Colour by attribute ``name``, "movement" (from the previous layer) or "none"."""
+        """Colour by attribute ``name`` (the shown checkpoint's own when it has one), "movement"
+        (from the previous layer), "checkpoint-movement" (from the previous checkpoint) or "none"."""
+        same = self.coloring is not None and self.coloring.name == name
         if name == "none":
             self.coloring = vcolors.uniform_coloring(self.bundle.n)
         elif name == "movement":
@@ -209,11 +251,25 @@ class TourCanvas(TourWindow):
             self.coloring = vcolors.movement_coloring(self.layer_data(prev), self.layer_data(i))
             if i == 0:
                 self.status_message("movement: the first layer has no previous layer (all zero)")
+        elif name == CHECKPOINT_MOVEMENT:
+            k, i = self.view.current_key
+            c = vcolors.movement_coloring(self.layer_data((max(k - 1, 0), i)), self.layer_data((k, i)))
+            self.coloring = vcolors.Coloring(CHECKPOINT_MOVEMENT, c.kind, c.codes, c.palette, extent=c.extent)
+            if k == 0:
+                self.status_message("checkpoint-movement: the first checkpoint has no previous one "
+                                    "(all zero)")
         else:
-            self.coloring = vcolors.attribute_coloring(self.bundle, name)
-        self._legend_filter = None
+            self.coloring = vcolors.attribute_coloring(self.bundle, name, self.attributes())
+        if not same:  # the same attribute at another checkpoint keeps its legend filter
+            self._legend_filter = None
         self.upload_coloring()
         self.update()
+
+    def checkpoint_changed(self, pane) -> None:
+        """Per-checkpoint colourings (the checkpoint's own attributes, its movement) follow it."""
+        name = self.coloring.name if self.coloring is not None else None
+        if name == CHECKPOINT_MOVEMENT or name in self.view.state_model.attributes:
+            self.set_coloring(name)
 
     def cycle_coloring(self) -> None:
         i = self.color_options.index(self.coloring.name) if self.coloring.name in self.color_options else -1
@@ -234,16 +290,17 @@ class TourCanvas(TourWindow):
     def _layers_changed(self) -> None:
         """After the shown layer or model changed: movement colouring is relative to the previous
         layer, so recompute it; tell the controllers; redraw."""
-        if self.coloring is not None and self.coloring.name == "movement":
-            self.set_coloring("movement")
+        if self.coloring is not None and self.coloring.name in ("movement", CHECKPOINT_MOVEMENT):
+            self.set_coloring(self.coloring.name)
         self.pane.layer_changed()
         self.update()
 
-    def set_model(self, name: str) -> None:
-        """Show another model of the bundle (same canonical frame, so the tour carries over)."""
+    def set_model(self, name: str, checkpoint=None) -> None:
+        """Show another model of the bundle (same canonical frame, so the tour carries over), at
+        ``checkpoint`` of its training run (default the last)."""
         if name == self.model.name and name in self.bundle.models:
             return
-        self.view.set_model(name)
+        self.view.set_model(name, checkpoint)
         self.points.rebuild()
         self.color_options = self._color_options()
         self.view.refit(self.frame)
@@ -304,6 +361,8 @@ class TourCanvas(TourWindow):
             if msg:
                 self.status_message(msg, 8.0)
         self.points.image_mode = bool(on)
+        # thumbnails are IMAGE_SCALE points wide: frame the cloud so that those at its edge stay whole
+        self.view.pad_px = 0.5 * IMAGE_SCALE * self.view.point_size() if on else 0.0
         self.update()
 
     # ------------------------------------------------------------------ HUD
@@ -311,9 +370,17 @@ class TourCanvas(TourWindow):
         layer = self.model.layers[self.layer_index]
         tour = "playing" if self.tour.playing else "paused"
         fps = f"{self._fps:4.0f} fps  ·  " if self.show_fps else ""
+        head = f"{self.model.name}  ·  layer {self.layer_index + 1}/{len(self.model.layers)}  {layer.name}"
+        v = self.view
+        if v.trained:
+            head += f"  ·  {checkpoint_label(v.checkpoints, v.clock.position)}"
+            acc = accuracy_label(v)
+            if acc:
+                head += f"  ·  {acc}"
         quality = quality_text(layer.meta)
-        return [(f"{self.model.name}  ·  layer {self.layer_index + 1}/{len(self.model.layers)}  {layer.name}"
-                 + (f"  ·  {quality}" if quality else ""), (0.86, 0.88, 0.92, 1.0), 14),
+        if quality:
+            head += f"  ·  {quality}"
+        return [(head, (0.86, 0.88, 0.92, 1.0), 14),
                 (f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {fps}tour {tour} "
                  f"{self.tour.speed:.2g} rad/s  ·  path {self.render_path}", (0.55, 0.58, 0.64, 1.0), 12)]
 
@@ -329,6 +396,8 @@ class TourCanvas(TourWindow):
             "legend_filter": None if self._legend_filter is None else sorted(self._legend_filter),
             "dims": int(self.dims), "render_path": self.render_path_name,
             "image_mode": bool(self.image_mode), "speed": float(self.tour.speed),
+            **({"checkpoint": self.checkpoint, "checkpoint_position": float(self.checkpoint_position)}
+               if self.view.trained else {}),
         }
 
     def set_view_params(self, d: dict, animate: bool = False) -> None:
@@ -357,6 +426,10 @@ class TourCanvas(TourWindow):
             self.set_coloring(d["color"])
         if "legend_filter" in d:
             self.legend_filter = None if d["legend_filter"] is None else set(d["legend_filter"])
+        if "checkpoint" in d and self.view.trained:
+            k = self.view.checkpoint_index_of(d["checkpoint"])  # KeyError naming the checkpoints
+            pos = float(d.get("checkpoint_position", k))
+            self.set_checkpoint(pos if abs(pos - k) < 1.0 else k)
         if "layer" in d and int(d["layer"]) != self.layer_index:
             self.set_layer(int(d["layer"]), animate=animate)
         if "image_mode" in d and bool(d["image_mode"]) != self.image_mode:

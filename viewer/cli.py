@@ -30,7 +30,11 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle directory (from prepare, import or demo)")
     p.add_argument("--model", help="model to show (default: the bundle's first model)")
     p.add_argument("--layer", help="layer id or index to start on (default: the first layer)")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="show models A and B side by side")
+    p.add_argument("--checkpoint", help="for a training run: the checkpoint (name or index) to show (default "
+                   "the last: the trained model; with --compare, for the sides without @CHECKPOINT)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="show models A and B side by side; MODEL@CHECKPOINT names a checkpoint of a training "
+                        "run, so --compare net@step-0 net@step-690 shows two states of one model")
     p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2-D or 3-D projection (default 2)")
     p.add_argument("--state", type=Path, help="saved view (JSON) to start from")
     p.add_argument("--color", help="attribute to colour by (default: the bundle's default label set)")
@@ -40,6 +44,63 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=_speed, default=None, metavar="RAD_PER_S",
                    help=f"tour speed in radians per second (default {DEFAULT_SPEED:g}; + and - change it "
                         "live)")
+    p.add_argument("--guided", type=_guided_index, metavar="INDEX",
+                   help="start in the guided tour, which climbs to the view where INDEX is highest: "
+                        "lda / pda (classes separate; PDA is penalised LDA), purity (neighbours share a "
+                        "class), holes / cmass (an empty / a dense centre). The class indices take "
+                        "their classes from --color, which must be categorical. In the viewer u turns it "
+                        "on and off, n picks the next index, w shows the best view of the selection; "
+                        "with --compare it climbs model A's index")
+
+
+GUIDED_INDICES = ("lda", "pda", "holes", "cmass", "purity")  # viewer.guided.INDEX_ORDER (checked by a
+# test), kept here so that ``--help`` does not import VisPy
+CLASS_INDICES = ("lda", "pda", "purity")
+
+
+def _guided_index(text: str) -> str:
+    if text not in GUIDED_INDICES:
+        names = ", ".join(GUIDED_INDICES)
+        raise argparse.ArgumentTypeError(f"unknown index {text!r} (choose one of {names})")
+    return text
+
+
+def _check_guided(args, bundle) -> None:
+    """Refuse a class index whose colouring has no classes before any window opens."""
+    index = getattr(args, "guided", None)
+    if index not in CLASS_INDICES:
+        return
+    attrs = bundle.attributes
+    color = args.color
+    if color is None:
+        default = getattr(bundle, "default_attribute", None)
+        color = default if default in attrs else next(iter(attrs), "none")
+    if color not in attrs and color not in ("none", "movement", "difference"):
+        return  # an unknown attribute: the window names it
+    from viewer.guided import GuidedError, class_source
+
+    try:
+        class_source(index, color, bundle)
+    except GuidedError as exc:
+        raise _guided_error(args, exc) from exc
+
+
+def _guided_error(args, exc) -> ViewerCliError:
+    opt = f"--guided {args.guided}" + (f" --color {args.color}" if args.color else "")
+    hint = " with --color" if "categorical attribute (" in str(exc) else ""
+    return ViewerCliError(f"{opt}: {exc}{hint}")
+
+
+def _start_guided(args, canvas) -> None:
+    if getattr(args, "guided", None) is None:
+        return
+    from viewer import guided
+
+    try:
+        guided.start(canvas, args.guided)
+    except guided.GuidedError as exc:
+        canvas.close()
+        raise _guided_error(args, exc) from exc
 
 
 def _speed(text: str) -> float:
@@ -71,10 +132,20 @@ def register(sub) -> None:
     p.add_argument("--no-hud", dest="hud", action="store_false",
                    help="points only, no text or panels (figures for papers)")
     p.add_argument("--images", action="store_true", help="draw each point as its thumbnail (image mode)")
-    p.add_argument("--frames", type=int, default=1, help="frames to render (1 = a still)")
+    p.add_argument("--frames", type=int, default=1,
+                   help="frames to render (1 = a still; with --guided a still is the best view found, a "
+                        "clip shows the climb)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--walk", type=float, metavar="SECONDS",
                    help="step to the next layer every SECONDS (animated), to show every layer")
+    p.add_argument("--train", type=float, metavar="SECONDS",
+                   help="training run: sweep one layer (--layer, default the last) from the first to the "
+                        "last checkpoint in SECONDS, on a still projection (unless --speed); with --walk the "
+                        "layer walk follows at the last checkpoint. --frames defaults to the whole clip")
+    p.add_argument("--image-sample", type=int, metavar="N",
+                   help="with --images: only a seeded sample of N points as thumbnails (the rest as dots)")
+    p.add_argument("--images-after", type=float, metavar="SECONDS",
+                   help="with --images: switch to thumbnails SECONDS into the clip")
     p.add_argument("--out", type=Path, required=True, help="FILE.png, FILE.gif or FILE.mp4")
     p.set_defaults(handler=_needs_vispy(render))
 
@@ -129,18 +200,20 @@ def view(args) -> int:
         raise ViewerCliError(str(exc)) from exc
     bundle = _load(args)
     state = _state(args)
+    _check_guided(args, bundle)
     model = args.model or (state["model"] if state else None)
     if getattr(args, "compare", None):
         return _view_compare(args, bundle, app, size)
     try:
         canvas = TourCanvas(bundle, model=model, layer=args.layer, dims=args.dims, color=args.color,
                             render_path=args.render_path, seed=args.seed, show=True, size=size or (1100, 820),
-                            speed=args.speed)
+                            speed=args.speed, checkpoint=_checkpoint(args))
     except (KeyError, ValueError, IndexError) as exc:
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     controllers.install(canvas, state_path=args.state)
     if state is not None:
         viewstate.apply(canvas, state)
+    _start_guided(args, canvas)
     canvas.status_message(f"render path: {canvas.render_path} on {canvas.gl_renderer}  (? for help)", 6.0)
     app.run()
     return 0
@@ -152,19 +225,43 @@ def _parse_size(text):
     return parse_size(text)
 
 
+def _checkpoint(args):
+    """``--checkpoint`` as a name, or as an index when it is all digits (or a negative number)."""
+    c = getattr(args, "checkpoint", None)
+    if c is not None and c.lstrip("-").isdigit():
+        return int(c)
+    return c
+
+
+def compare_sides(spec, default=None):
+    """``--compare A B`` -> ((model, checkpoint or None), (model, checkpoint or None)): each side
+    is MODEL or MODEL@CHECKPOINT (a checkpoint name or index of that model's training run); a side
+    without one gets ``default`` (``--checkpoint``)."""
+    out = []
+    for side in spec:
+        model, sep, ck = str(side).partition("@")
+        if sep and not ck:
+            raise ViewerCliError(f"--compare {side}: give MODEL@CHECKPOINT with a checkpoint name or index")
+        out.append((model, (int(ck) if ck.lstrip("-").isdigit() else ck) if sep else default))
+    return tuple(out)
+
+
 def _view_compare(args, bundle, app, size) -> int:
     """The side-by-side window for ``--compare A B`` (--layer sets both views' layer index)."""
     from viewer.compare import CompareCanvas
 
     if getattr(args, "state", None) is not None:
         raise ViewerCliError("--state applies to the single-model view; it cannot be combined with --compare")
-    a, b = args.compare
+    (a, ca), (b, cb) = compare_sides(args.compare, _checkpoint(args))
     try:
         canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
                                dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
-                               show=True, size=size or (1600, 860), speed=args.speed)
+                               show=True, size=size or (1600, 860), speed=args.speed, checkpoint_a=ca,
+                               checkpoint_b=cb)
     except (KeyError, ValueError, IndexError) as exc:
-        raise ViewerCliError(f"--compare {a} {b}: {str(exc).strip(chr(39) + chr(34))}") from exc
+        why = str(exc).strip(chr(39) + chr(34))
+        raise ViewerCliError(f"--compare {' '.join(args.compare)}: {why}") from exc
+    _start_guided(args, canvas)
     canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
     app.run()
     return 0
@@ -191,22 +288,40 @@ def render(args) -> int:
         size = parse_size(args.size)
         bundle = _load(args)
         state = _state(args)
+        _check_guided(args, bundle)
         compare = getattr(args, "compare", None)
         if compare:
             if state is not None:
                 raise ValueError("--state applies to the single-model view, not to --compare")
+            if getattr(args, "train", None) is not None:
+                raise ValueError("--train renders one model's training run; it cannot be combined with "
+                                 "--compare")
             if args.size == "800x800":  # the parser's default: give each model an 800x800 half
                 size = (1600, 800)
-            out = render_compare(bundle, args.out, compare[0], compare[1], layer_a=args.layer,
-                                 layer_b=_layer_b(bundle, *compare, args.layer), size=size,
+            (a, ca), (b, cb) = compare_sides(compare, _checkpoint(args))
+            out = render_compare(bundle, args.out, a, b, layer_a=args.layer,
+                                 layer_b=_layer_b(bundle, a, b, args.layer), size=size,
                                  frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
-                                 render_path=args.render_path, seed=args.seed, hud=args.hud, speed=args.speed)
+                                 render_path=args.render_path, seed=args.seed, hud=args.hud, speed=args.speed,
+                                 checkpoint_a=ca, checkpoint_b=cb, guided=args.guided)
         else:
+            for opt in ("image_sample", "images_after"):
+                if getattr(args, opt, None) is not None and not args.images:
+                    raise ValueError(f"--{opt.replace('_', '-')} needs --images")
+            sample = getattr(args, "image_sample", None)
+            if sample is not None and sample < 1:
+                raise ValueError(f"--image-sample must be >= 1, got {sample}")
             out = render_tour(bundle, args.out, model=args.model, layer=args.layer, size=size,
                               frames=args.frames, fps=args.fps, state=state, dims=args.dims, color=args.color,
                               render_path=args.render_path, seed=args.seed, walk=getattr(args, "walk", None),
-                              hud=args.hud, speed=args.speed, images=args.images)
+                              hud=args.hud, speed=args.speed, images=args.images, guided=args.guided,
+                              checkpoint=_checkpoint(args), train=getattr(args, "train", None),
+                              image_sample=sample, images_after=getattr(args, "images_after", None))
     except (KeyError, ValueError, IndexError) as exc:
+        from viewer.guided import GuidedError
+
+        if isinstance(exc, GuidedError):
+            raise _guided_error(args, exc) from exc
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     print(f"wrote {out}")
     return 0

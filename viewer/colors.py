@@ -269,13 +269,15 @@ def continuous_coloring(name: str, values: np.ndarray, extent=None, cmap: str = 
     return Coloring(name, "continuous", codes, continuous_colormap(N_CONTINUOUS, cmap), None, None, (lo, hi))
 
 
-def attribute_coloring(bundle, name: str) -> Coloring:
+def attribute_coloring(bundle, name: str, attributes: dict | None = None) -> Coloring:
     """The :class:`Coloring` of attribute ``name`` of an ``engine.store.Bundle``.
 
+    attributes : the attributes to look ``name`` up in instead of ``bundle.attributes`` (a view at
+    one checkpoint of a training run passes the bundle's with that checkpoint's own over them).
     Categorical attributes with more than SMALL_K classes are grouped by the coarsest other
     categorical attribute that nests them (fine -> coarse), when there is one.
     """
-    attrs = bundle.attributes
+    attrs = bundle.attributes if attributes is None else attributes
     if name not in attrs:
         raise KeyError(f"bundle {bundle.path}: no attribute {name!r} (has: {', '.join(attrs) or 'none'})")
     a = attrs[name]

@@ -15,8 +15,15 @@ pan. Linked interaction: each pane keeps its own brush and both show their inter
 colouring (attributes, per-model ``movement``, the pair's ``difference``), the legend filter,
 search highlights, play/pause and re-fit act on both; handles are created in both panes from the
 same point indices (each at its own model's centroid), and dragging one in either pane sets the
-shared frame. The layer-similarity heat map (:mod:`viewer.heatmap`; ``t`` toggles it) is docked
-under B's layer strip and sets both layers on click.
+shared frame. The guided tour (:mod:`viewer.guided`: u, n, w) climbs model A's index (A's layer,
+the colouring's classes) and so steers the shared tour; B follows with Q F, which shows whether
+B separates A's best view too. The layer-similarity heat map (:mod:`viewer.heatmap`; ``t``
+toggles it) is docked under B's layer strip and sets both layers on click.
+
+Training runs: each pane may show a checkpoint of its model's run (``checkpoint_a``,
+``checkpoint_b``; a model may be compared with itself at two checkpoints) and has its own
+checkpoint slider; B is re-aligned to A for the (checkpoint, layer) pair shown, and the heat map
+compares the two checkpoints' layers.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from engine.tour import smoothstep
 from viewer import colors as vcolors
 from viewer import heatmap as vhm
 from viewer.controllers import BrushController, HandleController, HoverController
+from viewer.guided import GUIDED_HELP, GuidedController
 from viewer.pane import Pane
 from viewer.points import PointsLayer
+from viewer.timeline import accuracy_label, checkpoint_label
 from viewer.view import TRANSITION_SECONDS, ModelView
 from viewer.window import COMMON_HELP, TourWindow
 
@@ -46,6 +55,7 @@ COMPARE_HELP = COMMON_HELP[:4] + [
     ("b / l", "rectangle / lasso brush (linked selection)"), ("x", "clear the selection"),
     ("d", "handle at the selection's centroids (both)"), ("Delete", "remove the last handle"),
     ("a", "axis handles"), ("/", "search and highlight"),
+    *((k, d + (" (by model A's data)" if k != "n" else "")) for k, d in GUIDED_HELP),
 ] + COMMON_HELP[4:]
 LINKED_KEYS = ("b", "l", "d", "delete", "a")  # armed / created / removed in both panes
 
@@ -57,21 +67,24 @@ class PaneControls:
     brush: BrushController
     handles: HandleController
     hover: HoverController
+    guided: GuidedController  # one for the window, in both panes' lists: it guides by model A's data
 
 
 class CompareCanvas(TourWindow):
     """Models ``a`` (left) and ``b`` (right) of one bundle side by side (see module docstring).
 
     bundle : engine.store.Bundle; a, b : model names (may be equal); layer_a, layer_b : id, name or
-    index; color : attribute name, "movement", "difference" or "none"; render_path, device, dims,
-    seed, speed, size, show, animate : as for :class:`viewer.canvas.TourCanvas`; controllers :
-    install brushing, handles and hover (False for headless rendering).
+    index; checkpoint_a, checkpoint_b : checkpoint (name or index) of each model's training run
+    (default the last); color : attribute name, "movement", "difference" or "none"; render_path,
+    device, dims, seed, speed, size, show, animate : as for :class:`viewer.canvas.TourCanvas`;
+    controllers : install brushing, handles and hover (False for headless rendering).
     """
 
     def __init__(self, bundle, a: str, b: str, *, layer_a=None, layer_b=None, dims: int = 2, color=None,
                  render_path: str = "auto", seed: int = 0, size=(1600, 860), show: bool = True,
                  animate: bool = True, device: str = "auto", title: str | None = None,
-                 layer_cache_bytes: int = 2 << 30, controllers: bool = True, speed: float | None = None):
+                 layer_cache_bytes: int = 2 << 30, controllers: bool = True, speed: float | None = None,
+                 checkpoint_a=None, checkpoint_b=None):
         for name in (a, b):
             if name not in bundle.models:
                 raise KeyError(f"bundle {bundle.path}: no model {name!r} (has: {', '.join(bundle.models)})")
@@ -85,20 +98,21 @@ class CompareCanvas(TourWindow):
                          title=title or f"layertour — {Path(str(bundle.path)).name}: {a} vs {b}")
         self.help_entries = list(COMPARE_HELP)
         self.panels = tuple(
-            Pane(self, ModelView(bundle, m, layer, self.data_xp, layer_cache_bytes),
+            Pane(self, ModelView(bundle, m, layer, self.data_xp, layer_cache_bytes, checkpoint=ck),
                  PointsLayer(self.render_path_name, bundle.n, pa, dims, self.max_texture_size), side)
-            for m, layer, side in ((a, layer_a, "a"), (b, layer_b, "b")))
+            for m, layer, ck, side in ((a, layer_a, checkpoint_a, "a"), (b, layer_b, checkpoint_b, "b")))
         self.panes = list(self.panels)
         self._rotations: dict = {}
-        self._q_to = self.rotation_for(self.panels[0].layer_index, self.panels[1].layer_index)
+        self._q_to = self.rotation_for(self.panels[0].current_key, self.panels[1].current_key)
         self._q_from = self._q_to
         self._q_t = TRANSITION_SECONDS
         self.last_realign_seconds = 0.0
-        self._similarity = None
+        self._similarity: dict = {}
         self.show_heatmap = True
         self._hover_cell = None
         self._colorings: dict = {}
-        self.color_options = list(bundle.attributes) + ["movement", DIFFERENCE, "none"]
+        own = [n for p in self.panels for n in p.view.state_model.attributes if n not in bundle.attributes]
+        self.color_options = [*bundle.attributes, *dict.fromkeys(own), "movement", DIFFERENCE, "none"]
         self.set_coloring(self._initial_color(color))
         self.refresh_states()
         self.controls = self._install() if controllers else {}
@@ -106,10 +120,11 @@ class CompareCanvas(TourWindow):
 
     def _install(self) -> dict:
         out = {}
+        guided = GuidedController()
         for pane in self.panels:
             pc = PaneControls(BrushController(int(self.bundle.n), export_dir=None),
-                              HandleController(self.p, self.entry), HoverController(self.entry))
-            pane.controllers = [pc.brush, pc.handles, pc.hover]
+                              HandleController(self.p, self.entry), HoverController(self.entry), guided)
+            pane.controllers = [pc.brush, pc.handles, pc.hover, guided]
             out[pane.side] = pc
         return out
 
@@ -135,7 +150,8 @@ class CompareCanvas(TourWindow):
         la, lb = len(a.model.layers), len(b.model.layers)
         vhm.draw_heatmap(self.overlay, vhm.heatmap_in(lay.heatmap, la, lb), self.similarity,
                          (a.layer_index, b.layer_index), self._hover_cell, [ly.name for ly in a.model.layers],
-                         [ly.name for ly in b.model.layers], a.model.name, b.model.name, rect=lay.heatmap)
+                         [ly.name for ly in b.model.layers], self.pane_name(a), self.pane_name(b),
+                         rect=lay.heatmap)
 
     def press_extras(self, x, y, event) -> bool:
         return getattr(event, "button", 1) == 1 and self.click_heatmap(x, y) is not None
@@ -151,8 +167,13 @@ class CompareCanvas(TourWindow):
     def panel_at(self, x: float, y: float) -> Pane:
         return self.pane_at(x, y)
 
+    def pane_name(self, pane) -> str:
+        """The model's name, with its checkpoint when it shows a training run."""
+        v = pane.view
+        return pane.model.name + (f"@{v.checkpoints[v.checkpoint]}" if v.trained else "")
+
     def pane_prefix(self, pane) -> str:
-        return f"{pane.model.name}: "
+        return f"{self.pane_name(pane)}: "
 
     def title_lines(self, lay) -> list:
         a, b = self.panels
@@ -160,11 +181,18 @@ class CompareCanvas(TourWindow):
 
         def name(p):
             layer = p.model.layers[p.layer_index].name
-            return f"{p.model.name} · layer {p.layer_index + 1}/{len(p.model.layers)} {layer}"
+            text = f"{p.model.name} · layer {p.layer_index + 1}/{len(p.model.layers)} {layer}"
+            if p.view.trained:
+                text += f" · {checkpoint_label(p.view.checkpoints, p.view.clock.position)}"
+                acc = accuracy_label(p.view)
+                if acc:
+                    text += f" · {acc}"
+            return text
 
         return [(f"{name(a)}     |     {name(b)}", (0.86, 0.88, 0.92, 1.0), 14),
                 (f"N {self.bundle.n:,}  ·  p {self.p}  ·  one tour ({tour} {self.tour.speed:.2g} rad/s)  ·  "
-                 f"{b.model.name} aligned to {a.model.name} by Procrustes  ·  path {a.points.describe()}",
+                 f"{self.pane_name(b)} aligned to {self.pane_name(a)} by Procrustes  ·  "
+                 f"path {a.points.describe()}",
                  (0.55, 0.58, 0.64, 1.0), 12)]
 
     def screenshot_stem(self) -> str:
@@ -172,9 +200,11 @@ class CompareCanvas(TourWindow):
         return f"{Path(str(self.bundle.path)).name}-{a.model.name}-vs-{b.model.name}"
 
     # ------------------------------------------------------------------ alignment
-    def rotation_for(self, ia: int, ib: int) -> np.ndarray:
-        """(p, p) float64 host Q with B's layer ib @ Q ~ A's layer ia (Procrustes; cached per pair)."""
-        key = (int(ia), int(ib))
+    def rotation_for(self, ia, ib) -> np.ndarray:
+        """(p, p) float64 host Q with B's layer ib @ Q ~ A's layer ia (Procrustes; cached per pair).
+        ia, ib : layer indices at each pane's checkpoint, or (checkpoint, layer) keys."""
+        key = (self.panels[0].view.key(ia), self.panels[1].view.key(ib))
+        ia, ib = key
         if key not in self._rotations:
             from engine.align import procrustes
             from engine.device import to_host
@@ -196,7 +226,7 @@ class CompareCanvas(TourWindow):
 
         b = self.panels[1]
         i = b.layer_index if i is None else int(i)
-        Q = self.rotation_for(self.panels[0].layer_index, i)
+        Q = self.rotation_for(self.panels[0].current_key, i)
         return np.asarray(to_host(b.layer_data(i)), dtype=np.float64) @ Q
 
     def frame_for(self, panel) -> np.ndarray:
@@ -222,7 +252,7 @@ class CompareCanvas(TourWindow):
 
     def _realign(self, animate: bool) -> None:
         a, b = self.panels
-        Q = self.rotation_for(a.layer_index, b.layer_index)
+        Q = self.rotation_for(a.current_key, b.current_key)
         if Q is self._q_to:
             return
         self._q_from, self._q_to = self._q_to, Q
@@ -243,6 +273,14 @@ class CompareCanvas(TourWindow):
     def set_pane_layer(self, pane, i: int, animate: bool = True) -> None:
         self.set_layers(**{pane.side: i}, animate=animate)
 
+    def checkpoint_changed(self, pane) -> None:
+        """A pane moved to another checkpoint: B glides to its alignment for the new pair, and
+        colourings that depend on the checkpoint follow."""
+        self._realign(animate=True)
+        name = self.coloring_name
+        if name in ("movement", DIFFERENCE) or name in pane.view.state_model.attributes:
+            self.set_coloring(name)
+
     def animating(self) -> bool:
         """The window's, or B gliding to its new alignment."""
         return super().animating() or self._q_t < TRANSITION_SECONDS
@@ -256,19 +294,27 @@ class CompareCanvas(TourWindow):
     # ------------------------------------------------------------------ similarity
     @property
     def similarity(self) -> np.ndarray:
-        """(La, Lb) float64 host: the bundle's stored matrix, else ``engine.align.similarity_matrix``
-        of the two models' layers (computed once, on the canvas's back end)."""
-        if self._similarity is None:
-            a, b = (p.model for p in self.panels)
-            S = self.bundle.similarity(a.name, b.name)
+        """(La, Lb) float64 host: for the checkpoints shown, the bundle's stored matrix (the models'
+        last checkpoints; a model with itself: its layer similarity there), else
+        ``engine.align.similarity_matrix`` of the two checkpoints' layers (computed once per pair
+        of checkpoints, on the canvas's back end)."""
+        va, vb = (p.view for p in self.panels)
+        key = (va.model.name, va.checkpoint, vb.model.name, vb.checkpoint)
+        if key not in self._similarity:
+            a, b = va.state_model, vb.state_model
+            S = None
+            if va.checkpoint == len(va.checkpoints) - 1 and vb.checkpoint == len(vb.checkpoints) - 1:
+                S = self.bundle.similarity(a.name, b.name)
+            if S is None and a.name == b.name and va.checkpoint == vb.checkpoint:
+                S = self.bundle.layer_similarity(a.name, va.checkpoints[va.checkpoint])
             if S is None:
                 from engine.align import similarity_matrix
                 from engine.device import to_host
 
                 S = to_host(similarity_matrix([ly.embedding for ly in a.layers],
                                               [ly.embedding for ly in b.layers], xp=self.backend.xp))
-            self._similarity = np.asarray(S, dtype=np.float64)
-        return self._similarity
+            self._similarity[key] = np.asarray(S, dtype=np.float64)
+        return self._similarity[key]
 
     def click_heatmap(self, x: float, y: float, animate: bool = True) -> tuple[int, int] | None:
         """Set both layers to the pair under pixel (x, y) of the heat map; returns it (or None)."""
@@ -279,7 +325,7 @@ class CompareCanvas(TourWindow):
         if cell is not None:
             self.set_layers(*cell, animate=animate)
             a, b = self.panels
-            self.status_message(f"{a.model.name} {a.model.layers[cell[0]].name}  ×  {b.model.name} "
+            self.status_message(f"{self.pane_name(a)} {a.model.layers[cell[0]].name}  ×  {self.pane_name(b)} "
                                 f"{b.model.layers[cell[1]].name}: similarity {self.similarity[cell]:.3f}")
         return cell
 
@@ -317,7 +363,9 @@ class CompareCanvas(TourWindow):
             c = vcolors.movement_coloring(a.layer_data(a.layer_index), b.layer_data(b.layer_index))
             cols = [vcolors.Coloring(DIFFERENCE, c.kind, c.codes, c.palette, extent=c.extent)] * 2
         else:
-            cols = [vcolors.attribute_coloring(self.bundle, name)] * 2
+            cols = [vcolors.attribute_coloring(self.bundle, name,
+                                               {**self.bundle.attributes, **p.view.state_model.attributes})
+                    for p in self.panels]
         if name != self.coloring_name:
             self._legend_filter = None
         self._colorings = {"a": cols[0], "b": cols[1]}

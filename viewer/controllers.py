@@ -10,7 +10,8 @@ controller's fields. :func:`install` builds the single window's set in the right
 
 Keys: b rectangle brush, l lasso, x clear selection, e export selection, d handle from the
 selection, Delete remove last handle, a axis handles, Enter (over a handle) rename it,
-/ search, v save view, o load view, g go to the saved view (animated).
+/ search, v save view, o load view, g go to the saved view (animated); the guided tour's keys
+(u, n, w) are :mod:`viewer.guided`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from engine.device import array_module, to_host
 from viewer import viewstate
+from viewer.guided import GuidedController
 from viewer.handles import HandleError, HandleSet, drag_frame
 from viewer.picking import affine_of, describe, nearest, nearest_within, search
 from viewer.selection import Selection, SelectionError, brush_lasso, brush_rect, mode_from_modifiers
@@ -45,7 +47,7 @@ def _is_left(event) -> bool:
 
 def _positions(canvas):
     """Projected (N, d) positions exactly as drawn, in the layer data's array module."""
-    xp = array_module(canvas.layer_data(canvas.layer_index))
+    xp = array_module(canvas.layer_data(canvas.current_key))
     return canvas.project_current(xp=xp)
 
 
@@ -190,7 +192,7 @@ class HandleController(Controller):
 
     # ---- geometry through the canvas -----------------------------------------------------------
     def points(self, canvas) -> np.ndarray:
-        return self.handles.points(canvas.layer_data, canvas.layer_index, canvas.transition)
+        return self.handles.points(canvas.layer_data, canvas.current_key, canvas.drawn)
 
     def pixel_positions(self, canvas) -> np.ndarray:
         """(k, 2) float64 pixel positions of the handles as drawn now."""
@@ -275,7 +277,7 @@ class HandleController(Controller):
         if h is None:  # deleted while dragged
             self.dragging = None
             return canvas.frame
-        args = (canvas.layer_data, canvas.layer_index, canvas.transition)
+        args = (canvas.layer_data, canvas.current_key, canvas.drawn)
         point = self.handles.point(h, *args)
         target = np.asarray(canvas.pixels_to_data(np.asarray(px, dtype=np.float64).reshape(1, 2)))[0]
         try:
@@ -374,8 +376,8 @@ class HoverController(Controller):
         def row(layer):
             return np.asarray(to_host(canvas.layer_data(layer)[i]), dtype=np.float64)
 
-        tr = canvas.transition
-        y = row(canvas.layer_index) if tr is None else (1 - tr[2]) * row(tr[0]) + tr[2] * row(tr[1])
+        tr = canvas.drawn
+        y = row(canvas.current_key) if tr is None else (1 - tr[2]) * row(tr[0]) + tr[2] * row(tr[1])
         xy = y @ np.asarray(canvas.frame, dtype=np.float64)
         return np.asarray(canvas.data_to_pixels(xy[:2].reshape(1, 2)), dtype=np.float64)[0]
 
@@ -474,7 +476,7 @@ class ViewStateController(Controller):
             canvas.set_frame(frame)
         else:  # arrive on the saved tour itself, so it continues exactly as saved
             self.goto = None
-            viewstate.restore_tour(canvas, self._goto_state["tour"])
+            viewstate.restore_tour(canvas, self._goto_state["tour"], self._goto_state)
             if not np.allclose(canvas.frame, frame, rtol=0, atol=1e-12):
                 canvas.set_frame(frame)
         canvas.update()
@@ -483,7 +485,8 @@ class ViewStateController(Controller):
 def install(canvas, state_path=None, directory=None) -> list:
     """Create the interaction controllers for the single-model window ``canvas``, add them in
     event order with their help entries, and return them: BrushController (an armed brush takes a
-    press before a handle under it), HandleController, HoverController, ViewStateController. Keys
+    press before a handle under it), HandleController, HoverController, ViewStateController,
+    GuidedController (:mod:`viewer.guided`: u, n, w). Keys
     typed into the window's text entry (search, labels) reach the entry first.
 
     state_path : the --state file that ``o`` and ``g`` use (default: the newest saved view).
@@ -492,7 +495,8 @@ def install(canvas, state_path=None, directory=None) -> list:
     entry = canvas.entry
     p = int(canvas.p)
     ctrls = [BrushController(int(canvas.bundle.n), export_dir=directory),
-             HandleController(p, entry), HoverController(entry), ViewStateController(directory, state_path)]
+             HandleController(p, entry), HoverController(entry), ViewStateController(directory, state_path),
+             GuidedController()]
     for c in ctrls:
         canvas.help_entries.extend(c.help)
         canvas.add_controller(c)

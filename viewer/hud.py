@@ -1,6 +1,7 @@
 """The HUD panels, drawn with :class:`viewer.overlay.Overlay` into the rectangles of a
-:class:`viewer.layout.Layout`: status and message bars, the layer strip, the legend (named rows,
-groups, filter box, scroll) or colour bar, and the help column.
+:class:`viewer.layout.Layout`: status and message bars, the layer strip, the checkpoint slider of a
+training run, the legend (named rows, groups, filter box, scroll) or colour bar, and the help
+column.
 
 Each function draws inside the rectangle it is given and nowhere else (text is shortened to fit),
 so the layout alone decides what may cover what. Content and hit tests are GL-free
@@ -15,6 +16,7 @@ import numpy as np
 from viewer import legend as vlegend
 from viewer.layout import COMPACT, Rect, StripRows
 from viewer.text import fit_text, text_width
+from viewer.timeline import SliderGeometry
 
 TEXT = (0.86, 0.88, 0.92, 1.0)
 DIM = (0.55, 0.58, 0.64, 1.0)
@@ -134,6 +136,11 @@ def draw_legend(ov, rect: Rect, scale: float, legend: vlegend.Legend, enabled, h
 COLORBAR_WIDTH = 112.0
 
 
+def colorbar_width(name: str) -> float:
+    """Preferred width (scale 1) of the colour bar of attribute ``name``: room for its title."""
+    return float(min(max(COLORBAR_WIDTH, text_width(str(name), 12) + 20), 220.0))
+
+
 def draw_colorbar(ov, rect: Rect, scale: float, coloring, ticks: int = 5) -> None:
     """A vertical colour bar in ``rect``: the attribute's name on top, the map from low (bottom)
     to high (top), and ``ticks`` tick values on its right."""
@@ -174,3 +181,59 @@ def draw_help(ov, rect: Rect, entries, scale: float) -> None:
         ov.text(fit_text(key, size, kw), (rect.x + 12 * scale + kw, y), ACCENT, size, "right middle")
         ov.text(fit_text(desc, size, rect.w - kw - 32 * scale), (rect.x + 22 * scale + kw, y), TEXT, size,
                 "left middle")
+
+
+def draw_slider(ov, geom: SliderGeometry, names, position: float, playing: bool, accuracy=None,
+                hover: int | None = None) -> None:
+    """The checkpoint slider in ``geom.rect``: a play / pause button, the track with a tick per
+    checkpoint (names under the ticks, shortened or thinned out to fit), the knob at ``position``
+    (fractional between checkpoints), and, when every checkpoint has one, the accuracy through
+    training as a curve above the track (``accuracy``: K values in [0, 1] or None)."""
+    rect, s = geom.rect, geom.scale
+    ov.rect(rect.x, rect.y, rect.x1, rect.y1, None, fill=PANEL)
+    b = geom.play
+    ov.rect(b.x, b.y, b.x1, b.y1, EDGE)
+    cx, cy = b.x + b.w / 2, b.y + b.h / 2
+    if playing:
+        w = b.w * 0.12
+        ov.quads(np.array([[cx - 2.5 * w, b.y + b.h * 0.28, cx - 0.8 * w, b.y1 - b.h * 0.28],
+                           [cx + 0.8 * w, b.y + b.h * 0.28, cx + 2.5 * w, b.y1 - b.h * 0.28]]),
+                 [ACCENT, ACCENT])
+    else:
+        ov.text("▶", (cx + 1, cy), ACCENT, 12 * s, "center middle")
+    x0, x1, y = geom.track
+    ov.lines(np.array([[x0, y], [x1, y]]), DIM)
+    ticks = geom.ticks()
+    k = len(ticks)
+    now = int(np.floor(position + 0.5))
+    curve = geom.curve(accuracy)
+    if curve is not None:
+        green = (0.45, 0.75, 0.55, 0.9)
+        ov.lines(curve, green)
+        ov.circles(curve, 1.8 * s, green, fill=green, segments=8)
+        ov.circles(curve[now:now + 1], 3.0 * s, ACCENT, fill=ACCENT, segments=10)
+        label = f"accuracy {100 * float(accuracy[now]):.1f}%"
+        lx, ly = curve[now]
+        size = 10 * s
+        right = lx + 6 * s + text_width(label, size) < rect.x1 - 4 * s
+        ov.text(label, (lx + 6 * s if right else lx - 6 * s, min(ly + 7 * s, y - 6 * s)), green, size,
+                "left middle" if right else "right middle")
+    ov.circles(np.stack([ticks, np.full(k, y)], 1), 2.5 * s, DIM, fill=DIM, segments=10)
+    if hover is not None and 0 <= hover < k:
+        ov.circles([[ticks[hover], y]], 5.0 * s, TEXT, segments=14)
+    ov.circles([[geom.x_of(position), y]], 5.5 * s, ACCENT, fill=ACCENT, segments=16)
+    size = 10 * s
+    gap = (ticks[1] - ticks[0]) if k > 1 else rect.w
+    widths = [text_width(str(nm), size) for nm in names]
+    # every name when they fit (the end labels are aligned to the slider's ends, so they need 1.5
+    # names of room), else the first, the last and the current one
+    keep = set(range(k)) if 1.5 * max(widths, default=0) + 6 * s <= gap else {0, k - 1, now}
+    if hover is not None:
+        keep.add(hover)
+    label_y = min(rect.y1 - size * 0.7, y + 11 * s)
+    for i in sorted(keep):
+        room = max(gap if len(keep) == k else 2.5 * gap, 24 * s)
+        anchor = "left middle" if i == 0 else ("right middle" if i == k - 1 else "center middle")
+        tx = ticks[i] - (4 * s if i == 0 else 0) + (4 * s if i == k - 1 else 0)
+        color = ACCENT if i == now else (TEXT if i == hover else DIM)
+        ov.text(fit_text(str(names[i]), size, room), (tx, label_y), color, size, anchor)

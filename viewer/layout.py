@@ -26,6 +26,7 @@ LEGEND_MAX = 0.30  # of the window width
 STRIP_MAX = 0.22   # of the window width, per strip
 HELP_MAX = 0.55
 PLOT_MIN = 0.5    # of the window width, all plot areas together
+SLIDER = 54.0     # a checkpoint slider's height (viewer.timeline draws inside it)
 
 
 def ui_scale(width: float, height: float) -> float:
@@ -70,9 +71,11 @@ class Rect:
 
 @dataclass(frozen=True)
 class PaneSpec:
-    """What one model's column asks for: the layer strip's width with names (scale 1)."""
+    """What one model's column asks for: the layer strip's width with names (scale 1), and whether
+    it shows a training run (a checkpoint slider docked under its plot)."""
 
     strip_width: float
+    slider: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,19 @@ class Layout:
     heatmap: Rect | None = None
     help: Rect | None = None
     panels: dict = field(default_factory=dict)
+    sliders: tuple[Rect | None, ...] = ()
 
     def panel_rects(self) -> list[tuple[str, Rect]]:
         """Every non-plot rectangle with its name (for tests and hit testing)."""
         out = [(k, r) for k, r in (("top", self.top), ("bottom", self.bottom), ("legend", self.legend),
                                    ("heatmap", self.heatmap), ("help", self.help)) if r is not None]
         out += [(f"strip{i}", r) for i, r in enumerate(self.strips) if r is not None]
+        out += [(f"slider{i}", r) for i, r in enumerate(self.sliders) if r is not None]
         return out
+
+    def slider(self, i: int) -> Rect | None:
+        """Pane ``i``'s checkpoint slider, or None."""
+        return self.sliders[i] if i < len(self.sliders) else None
 
 
 def compute(size, panes, *, hud: bool = True, legend_width: float = 0.0,
@@ -105,7 +114,9 @@ def compute(size, panes, *, hud: bool = True, legend_width: float = 0.0,
 
     legend_width, help_width : preferred widths at scale 1 (0: no such panel).
     heatmap_size : (w, h) at scale 1 of the heat map, docked under the last pane's strip, or None.
-    Without ``hud`` the plots share the whole window. Raises ValueError for an empty pane list.
+    A pane whose spec asks for a slider gets one under its plot, as wide as the plot (the plot is
+    that much shorter). Without ``hud`` the plots share the whole window (no panels, no sliders).
+    Raises ValueError for an empty pane list.
     """
     W, H = float(size[0]), float(size[1])
     panes = list(panes)
@@ -154,11 +165,17 @@ def compute(size, panes, *, hud: bool = True, legend_width: float = 0.0,
         legend = Rect(x0, y0, lw, body)
         x0 += lw + GAP
     pw = max((W - total) / P, 1.0)
-    plots, strips = [], []
+    plots, strips, sliders = [], [], []
     x = x0
     heat = None
+    slider_h = min(SLIDER * s, 0.25 * body)
     for i in range(P):
-        plots.append(Rect(x, y0, pw, body))
+        if panes[i].slider:
+            plots.append(Rect(x, y0, pw, max(body - slider_h - GAP, 1.0)))
+            sliders.append(Rect(x, y1 - slider_h, pw, slider_h))
+        else:
+            plots.append(Rect(x, y0, pw, body))
+            sliders.append(None)
         x += pw + GAP
         cw = widths[i]
         if i == P - 1 and heatmap_size is not None:
@@ -168,7 +185,7 @@ def compute(size, panes, *, hud: bool = True, legend_width: float = 0.0,
             strips.append(Rect(x, y0, cw, body))
         x += cw
     return Layout((W, H), s, tuple(plots), tuple(strips), tuple(compact), top, bottom, legend, heat,
-                  help_rect)
+                  help_rect, sliders=tuple(sliders))
 
 
 # --- the layer strip's rows ------------------------------------------------------------------

@@ -12,7 +12,8 @@ time. Browser events become VisPy events on that window (:mod:`viewer.remote_eve
 desktop's handlers and controllers do all interaction: tour, layers, legend, brushing, handles,
 hover, search, saved views, compare.
 
-Python side (``w = viewer.show("demo.lt")``): ``w.layer``, ``w.frame``, ``w.selection``
+Python side (``w = viewer.show("demo.lt")``): ``w.layer``, ``w.checkpoint`` (a training run's
+position: a name, an index or a fraction between two), ``w.frame``, ``w.selection``
 (indices), ``w.color``, ``w.playing`` (get and set), ``w.snapshot()`` (NumPy image),
 ``w.save_view(path)`` / ``w.load_view(path)``, ``w.on_selection(fn)`` (called with the indices
 after each change, brush or code), ``w.stats`` (frames and bytes sent, delivered fps),
@@ -45,11 +46,14 @@ STATUS_INTERVAL = 1.0  # seconds between status-line refreshes
 
 
 def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: str | None = None,
-         quality: int = 80, max_buffered_frames: int = 2, **view_options) -> TourWidget:
+         quality: int = 80, max_buffered_frames: int = 2, checkpoint=None, **view_options) -> TourWidget:
     """Open the interactive viewer on ``bundle`` (an ``engine.store.Bundle`` or a bundle path) in a
     notebook cell; returns the widget (display it, or make it the cell's last expression).
 
     model, layer : the model (default: the first) and its layer (id, name or index) to start on.
+    checkpoint : for a training run, the checkpoint (name or index; compare: a pair) to start at
+    (default the last); the widget shows the checkpoint slider, dragged in the browser as on the
+    desktop.
     compare : another model's name to show beside ``model`` (or a pair ``(a, b)``): the compare
     window, one tour, B aligned to A, linked brushing, the similarity heat map.
     size : (width, height) in CSS pixels; the widget can be resized by its corner. Frames are
@@ -60,11 +64,15 @@ def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: s
     max_buffered_frames : frames in flight before the server waits for the browser (>= 1).
     view_options : passed to the window: ``dims`` (2 | 3), ``color``, ``render_path`` (auto |
     cuda | copy | shader), ``device`` (auto | cuda | cpu), ``seed``, ``speed`` (rad/s),
-    ``layer_cache_bytes``. The keys that write files (s screenshot, e export, v view) write into
-    the kernel's working directory, as the desktop writes into the shell's.
+    ``layer_cache_bytes``; and ``guided`` (an index of :mod:`viewer.guided`: lda, pda, holes,
+    cmass, purity): start in the guided tour (the class indices take their classes from
+    ``color``; u / n / w work in the widget as on the desktop). The keys that write files (s
+    screenshot, e export, v view) write into the kernel's working directory, as the desktop writes
+    into the shell's.
 
     Raises ``engine.store.BundleError`` for an unreadable bundle, KeyError for an unknown model,
-    layer or colouring, ValueError for a bad size or option, and
+    layer or colouring, ValueError for a bad size or option (``viewer.guided.GuidedError`` for a
+    ``guided`` index that cannot guide), and
     :class:`viewer.offscreen.OffscreenUnavailable` when no offscreen OpenGL context can be made.
     """
     from engine import load_bundle
@@ -77,7 +85,7 @@ def show(bundle, model=None, layer=None, compare=None, size=(900, 640), *, gl: s
     if not hasattr(bundle, "models"):
         bundle = load_bundle(bundle)
     offscreen.select_app(gl)
-    window = _make_window(bundle, model, layer, compare, size, view_options)
+    window = _make_window(bundle, model, layer, compare, size, view_options, checkpoint)
     try:
         return TourWidget(window, quality=int(quality), max_buffered_frames=int(max_buffered_frames))
     except BaseException:
@@ -119,24 +127,40 @@ def _remote_class(base):
                 {"update": update, "close": close, "__module__": __name__, "__doc__": doc})
 
 
-def _make_window(bundle, model, layer, compare, size, view_options):
+def _make_window(bundle, model, layer, compare, size, view_options, checkpoint=None):
+    from viewer import guided as vguided
+
     options = dict(view_options)
-    unknown = set(options) - {"dims", "color", "render_path", "device", "seed", "speed", "layer_cache_bytes"}
+    unknown = set(options) - {"dims", "color", "render_path", "device", "seed", "speed", "layer_cache_bytes",
+                              "guided"}
     if unknown:
         raise TypeError(f"show() got unexpected options: {', '.join(sorted(unknown))}")
+    index = options.pop("guided", None)
+    if index is not None:
+        vguided.check_index(index)  # before a window exists
     common = dict(size=size, show=False, animate=False, **options)
     if compare is None:
         from viewer import controllers
         from viewer.canvas import TourCanvas
 
-        window = _remote_class(TourCanvas)(bundle, model=model, layer=layer, **common)
+        window = _remote_class(TourCanvas)(bundle, model=model, layer=layer, checkpoint=checkpoint, **common)
         controllers.install(window)
-        return window
-    from viewer.compare import CompareCanvas
+    else:
+        from viewer.compare import CompareCanvas
 
-    a, b = compare if isinstance(compare, (tuple, list)) else (model or next(iter(bundle.models)), compare)
-    layer_a, layer_b = layer if isinstance(layer, (tuple, list)) else (layer, layer)
-    return _remote_class(CompareCanvas)(bundle, a, b, layer_a=layer_a, layer_b=layer_b, **common)
+        a, b = (compare if isinstance(compare, (tuple, list))
+                else (model or next(iter(bundle.models)), compare))
+        layer_a, layer_b = layer if isinstance(layer, (tuple, list)) else (layer, layer)
+        ck_a, ck_b = checkpoint if isinstance(checkpoint, (tuple, list)) else (checkpoint, checkpoint)
+        window = _remote_class(CompareCanvas)(bundle, a, b, layer_a=layer_a, layer_b=layer_b,
+                                              checkpoint_a=ck_a, checkpoint_b=ck_b, **common)
+    if index is not None:
+        try:
+            vguided.start(window, index)
+        except vguided.GuidedError:
+            offscreen.release(window)
+            raise
+    return window
 
 
 class _FrameView(RemoteFrameBuffer):
@@ -236,6 +260,27 @@ class TourWidget(ipywidgets.VBox):
         for pane, i in zip(win.panes, idx):  # resolve every key before changing anything
             if i is not None:
                 win.set_pane_layer(pane, i)
+        self._changed()
+
+    @property
+    def checkpoint(self):
+        """Where the training run stands: the shown checkpoint's name (the nearest one while
+        between two; compare: a pair). Set a name, an index, or a fractional index to show the
+        blend of two checkpoints (compare: a pair, or one value for both)."""
+        names = tuple(p.view.checkpoints[p.view.checkpoint] for p in self.window.panes)
+        return names if self.compare else names[0]
+
+    @checkpoint.setter
+    def checkpoint(self, value) -> None:
+        self._check_open()
+        win = self.window
+        values = value if self.compare and isinstance(value, (tuple, list)) else (value,) * len(win.panes)
+        if len(values) != len(win.panes):
+            raise ValueError(f"the compare widget takes a pair of checkpoints, got {value!r}")
+        pos = [float(p.view.checkpoint_index_of(v)) if isinstance(v, str) or isinstance(v, (int, np.integer))
+               else float(v) for p, v in zip(win.panes, values)]  # resolve all before changing anything
+        for pane, x in zip(win.panes, pos):
+            win.set_pane_checkpoint(pane, x)
         self._changed()
 
     @property

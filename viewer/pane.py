@@ -54,6 +54,17 @@ class Pane:
         return self.view.transition
 
     @property
+    def current_key(self) -> tuple[int, int]:
+        """(checkpoint, layer) drawn now (the nearest checkpoint during a blend of two)."""
+        return self.view.current_key
+
+    @property
+    def drawn(self):
+        """None when one embedding is drawn, else the blend (key_a, key_b, s) of two (a layer
+        transition, or a fractional checkpoint position): what handles and hover interpolate."""
+        return self.view.drawn()
+
+    @property
     def size(self) -> tuple[int, int]:
         """The plot area's (w, h) in logical pixels."""
         return int(round(self.rect.w)), int(round(self.rect.h))

@@ -38,6 +38,7 @@ class PointsLayer:
         self.atlas_plan = None
         self._index_buffers: list = []
         self._rest_buffer = None
+        self.image_subset: np.ndarray | None = None  # points drawn as thumbnails (None: all that fit)
         self.image_mode = False
         self.reported_failure: str | None = None
 
@@ -92,17 +93,45 @@ class PointsLayer:
         plan = plan_atlases(len(images), int(images.shape[1]), self.max_texture_size, budget)
         self.atlases, plan = upload_atlases(images, plan, flush=flush)
         self.atlas_plan = plan
-        self._index_buffers = []
-        for k in range(plan.n_atlases):
-            lo = k * plan.per_atlas
-            hi = min(plan.n_loaded, lo + plan.per_atlas)
-            self._index_buffers.append(gloo.IndexBuffer(np.arange(lo, hi, dtype=np.uint32)))
-        self._rest_buffer = (gloo.IndexBuffer(np.arange(plan.n_loaded, self.n, dtype=np.uint32))
-                             if plan.n_loaded < self.n else None)
+        self._image_buffers()
         if not plan.complete:
             return (f"image mode: {plan.n_loaded:,} of {plan.n_total:,} thumbnails fit in GPU memory; "
                     f"the rest are drawn as dots")
         return None
+
+    def _image_buffers(self) -> None:
+        """Index buffers of the image pass: per atlas the points it holds that are drawn as images
+        (all of them, or those of :attr:`image_subset`), and the rest drawn as dots."""
+        for b in [*self._index_buffers, self._rest_buffer]:
+            if b is not None:
+                b.delete()
+        plan = self.atlas_plan
+        as_image = np.zeros(self.n, bool)
+        as_image[: plan.n_loaded] = True
+        if self.image_subset is not None:
+            keep = np.zeros(self.n, bool)
+            keep[self.image_subset] = True
+            as_image &= keep
+        self._index_buffers = []
+        for k in range(plan.n_atlases):
+            lo = k * plan.per_atlas
+            hi = min(plan.n_loaded, lo + plan.per_atlas)
+            idx = lo + np.flatnonzero(as_image[lo:hi]).astype(np.uint32)
+            self._index_buffers.append(gloo.IndexBuffer(idx) if idx.size else None)
+        rest = np.flatnonzero(~as_image).astype(np.uint32)
+        self._rest_buffer = gloo.IndexBuffer(rest) if rest.size else None
+
+    def set_image_subset(self, indices) -> None:
+        """Draw only points ``indices`` (int array, or None: every point) as thumbnails in image
+        mode, the others as dots (a sample of thumbnails keeps a dense layer readable)."""
+        if indices is not None:
+            idx = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+            if idx.size and (idx[0] < 0 or idx[-1] >= self.n):
+                raise IndexError(f"image subset: indices must lie in [0, {self.n})")
+            indices = idx
+        self.image_subset = indices
+        if self.atlases:
+            self._image_buffers()
 
     # ------------------------------------------------------------------ drawing
     def draw(self, view, frame, context, pixel_scale: float = 1.0) -> str | None:
@@ -121,6 +150,8 @@ class PointsLayer:
                 path.set_image_pass(None)
                 path.draw(self._rest_buffer)
             for k, (tex, ib_) in enumerate(zip(self.atlases, self._index_buffers)):
+                if ib_ is None:
+                    continue
                 path.set_image_pass(tex, base=k * plan.per_atlas, cols=plan.cols,
                                     cell_uv=(1.0 / plan.cols, 1.0 / plan.cols), scale=IMAGE_SCALE)
                 path.draw(ib_)

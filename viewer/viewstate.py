@@ -5,7 +5,8 @@ A view is a JSON document (host data only)::
     {"format": "layertour-view", "version": 1, "bundle": name, "n": N, "p": p, "model": name,
      "layer": index, "frame": [[p x d floats]], "tour": GrandTour.state(),
      "view": canvas.view_params() (zoom/pan, colouring, dims, render path: the canvas's own keys),
-     "handles": [{"label", "kind", "color", "members" | "axis"}], "selection": [indices] | null}
+     "handles": [{"label", "kind", "color", "members" | "axis"}], "selection": [indices] | null,
+     "controllers": {state_key: {...}}}   (optional: what controllers add, e.g. "guided")
 
 :func:`save` writes it atomically; :func:`load` parses and validates it and raises
 :class:`ViewStateError` naming the file and the field for anything malformed; :func:`apply` puts a
@@ -54,7 +55,29 @@ def capture(canvas, handles=None) -> dict:
         "view": _jsonable(canvas.view_params()),
         "handles": [h.to_dict() for h in handles.handles] if handles is not None else [],
         "selection": None if sel is None else np.flatnonzero(np.asarray(sel)).tolist(),
+        "controllers": _jsonable(_controller_states(canvas)),
     }
+
+
+def _controllers(canvas):
+    """(pane, controller) for every controller of the canvas's panes, each controller once."""
+    seen = set()
+    for pane in getattr(canvas, "panes", ()):
+        for c in pane.controllers:
+            if id(c) not in seen:
+                seen.add(id(c))
+                yield pane, c
+
+
+def _controller_states(canvas) -> dict:
+    out = {}
+    for pane, c in _controllers(canvas):
+        key = getattr(c, "state_key", None)
+        if key and key not in out and hasattr(c, "save_state"):
+            entry = c.save_state(pane)
+            if entry is not None:
+                out[key] = entry
+    return out
 
 
 def save(path, state: dict) -> Path:
@@ -130,6 +153,12 @@ def validate(state, source: str = "view state") -> None:
         fail("handles", "must be a list")
     for k, h in enumerate(handles):
         _validate_handle(h, k, n, p, fail)
+    ctrl = state.get("controllers", {})
+    if not isinstance(ctrl, dict) or len(ctrl) > 64 or not all(
+            isinstance(k, str) and k and isinstance(v, dict) for k, v in ctrl.items()):
+        fail("controllers", "must be an object of objects (one per controller)")
+    for k in ctrl:
+        _validate_text(k, f"controllers.{k}", fail)
     sel = state.get("selection")
     if sel is not None:
         idx = _index_list(sel)
@@ -183,7 +212,12 @@ def _validate_view(view: dict, fail):
     for key in ("layer",):
         if key in view and (not isinstance(view[key], int) or isinstance(view[key], bool) or view[key] < 0):
             fail(f"view.{key}", f"must be a non-negative integer, got {view[key]!r}")
-    for key in ("model", "layer_id", "color", "render_path"):
+    if "checkpoint_position" in view:
+        c = _number(view["checkpoint_position"])
+        if c is None or not 0 <= c <= 1e6:
+            fail("view.checkpoint_position", f"must be a finite number >= 0 (a checkpoint index, or a "
+                                             f"fraction between two), got {view['checkpoint_position']!r}")
+    for key in ("model", "layer_id", "color", "render_path", "checkpoint"):
         if key in view and view[key] is not None:
             _validate_text(view[key], f"view.{key}", fail)
     if "image_mode" in view and not isinstance(view["image_mode"], bool):
@@ -290,7 +324,7 @@ def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
     hs = handles if handles is not None else _handle_set(canvas)
     if hs is not None:
         restore_handles(hs, state["handles"])
-    restore_tour(canvas, state["tour"])
+    restore_tour(canvas, state["tour"], state)
     frame = np.asarray(state["frame"], dtype=np.float64)
     if not animate and not np.allclose(canvas.frame, frame, rtol=0, atol=1e-12):
         canvas.set_frame(frame)  # the frame was edited apart from the tour: continue from it
@@ -313,11 +347,23 @@ def _mask(n: int, indices: list[int]) -> np.ndarray:
     return m
 
 
-def restore_tour(canvas, tour_state: dict) -> None:
-    """Load the saved tour state (speed, targets, play state) into the canvas's tour."""
+def restore_tour(canvas, tour_state: dict, saved: dict | None = None) -> None:
+    """Load the saved tour state (speed, targets, play state) into the canvas's tour.
+
+    saved : the whole saved view, whose "controllers" entries go to the controllers' own
+    ``restore_tour`` hooks first (the guided tour rebuilds itself there, on the data shown);
+    when none takes it, the tour is a ``GrandTour`` continuing the saved path (a guided state
+    loads as one too)."""
+    from engine.tour import GrandTour
+
+    entries = (saved or {}).get("controllers") or {}
+    for pane, c in _controllers(canvas):
+        key, hook = getattr(c, "state_key", None), getattr(c, "restore_tour", None)
+        if hook is not None and hook(pane, tour_state, entries.get(key) if key else None):
+            return
     tour = canvas.tour
     try:
-        restored = type(tour).from_state(tour_state)
+        restored = GrandTour.from_state(tour_state)
     except (ValueError, KeyError, TypeError) as exc:
         raise ViewStateError(f"view state: field 'tour' cannot be restored ({exc})") from exc
     if (restored.p, restored.d) != (tour.p, tour.d):

@@ -12,17 +12,25 @@ is how the tests, the headless renderer and the notebook widget drive it.
 Subclasses compose panes and say what differs: :class:`viewer.canvas.TourCanvas` (one model) and
 :class:`viewer.compare.CompareCanvas` (two, one tour). They implement :meth:`frame_for`,
 :meth:`set_frame_for`, :meth:`set_pane_layer`, :meth:`coloring_of` and may add keys
-(:meth:`window_key`), panels (:meth:`layout_extras`, :meth:`draw_extras`, :meth:`press_extras`)
-and per-frame work (:meth:`advance`).
+(:meth:`window_key`), panels (:meth:`layout_extras`, :meth:`draw_extras`, :meth:`press_extras`),
+per-frame work (:meth:`advance`) and what follows a pane's move along its training run
+(:meth:`checkpoint_changed`).
+
+A pane that shows a training run gets a checkpoint slider docked under its plot (the layout's
+``sliders``): click or drag it to scrub (a position between two checkpoints shows their blend),
+its button or ``p`` plays through training, ``[`` / ``]`` step to the previous / next checkpoint
+(of the focused pane). These are handled here, for every window, from VisPy's canvas events: the
+desktop, the headless renderer and the notebook widget (browser events re-emitted) drive them alike.
 
 Controllers (:class:`Controller`) are plain objects with optional hooks, called in order for the
 pane under the cursor (keys: for the panes :meth:`key_panes` names); a hook that consumes an event
 returns True. A new interaction mode (e.g. a guided tour's keys) is one more subclass added with
-``pane.controllers.append``.
+``pane.controllers.append`` (:class:`viewer.guided.GuidedController` is one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,12 +40,15 @@ from types import SimpleNamespace
 import numpy as np
 from vispy import app, gloo
 
+from engine.errors import UserError
+from engine.tour import MAX_SPEED
 from viewer import colors as vcolors
 from viewer import hud
 from viewer import layout as vlayout
 from viewer import legend as vlegend
 from viewer import overlay as vov
 from viewer.render_paths import choose_path
+from viewer.timeline import SliderGeometry
 
 log = logging.getLogger("layertour.viewer")
 
@@ -48,9 +59,23 @@ COMMON_HELP = [
     ("⌫ / ←", "scrub back along the recent path"), ("drag / wheel", "pan / zoom"),
     ("r", "re-fit: reset zoom and pan, frame what is shown"),
     ("c", "cycle colouring"), ("legend", "click: only that class; shift-click: add; wheel: scroll"),
+    ("[ / ]", "previous / next checkpoint (training runs)"), ("p", "play / pause through training"),
+    ("slider", "click or drag: scrub through training"),
     ("f", "filter the legend by name"), ("s", "screenshot (PNG)"), ("h", "hide / show the HUD"),
     ("?", "this help"), ("q / esc", "quit"),
 ]
+
+
+def checkpoint_summary(model) -> str:
+    """"step-40 · accuracy 75.1% · loss 0.82" for a :class:`engine.store.Model` at a checkpoint
+    (only what its meta holds)."""
+    meta = model.checkpoint_meta or {}
+    parts = [str(model.checkpoint)]
+    if isinstance(meta.get("accuracy"), (int, float)):
+        parts.append(f"accuracy {100 * meta['accuracy']:.1f}%")
+    if isinstance(meta.get("loss"), (int, float)):
+        parts.append(f"loss {meta['loss']:.3g}")
+    return "  ·  ".join(parts)
 
 
 class Controller:
@@ -61,6 +86,7 @@ class Controller:
     """
 
     help: tuple = ()
+    state_key: str | None = None  # the key of this controller's entry in a saved view's "controllers"
 
     def on_key_press(self, pane, event) -> bool:
         return False
@@ -78,7 +104,7 @@ class Controller:
         return False
 
     def on_layer_changed(self, pane) -> None:
-        """The pane shows another layer or model."""
+        """The pane shows another layer or model (or another checkpoint of a training run)."""
 
     def on_frame(self, pane, dt: float) -> None:
         """Time moved on by ``dt`` seconds."""
@@ -89,6 +115,15 @@ class Controller:
     def handle_set(self):
         """The :class:`viewer.handles.HandleSet` this controller edits (saved views keep it), or None."""
         return None
+
+    def save_state(self, pane) -> dict | None:
+        """This controller's part of a saved view (JSON-able), stored under ``state_key``; None: nothing."""
+        return None
+
+    def restore_tour(self, pane, tour_state: dict, saved) -> bool:
+        """A saved view's tour is being restored (``viewer.viewstate.restore_tour``); ``saved`` is this
+        controller's entry of the view (or None). True when this controller installed the tour."""
+        return False
 
 
 def key_name(event) -> str:
@@ -196,6 +231,8 @@ class TourWindow(app.Canvas):
         self._fps = 0.0
         self._last_draw = None
         self._capture = None  # the pane a press started in: it gets the moves and the release
+        self._slider_drag = None  # the pane whose checkpoint slider is being dragged
+        self.hover_checkpoint: tuple | None = None  # (pane, checkpoint index) under the cursor
         self.focus = None
         self._screenshot_dir = Path.cwd()
         self.overlay = vov.Overlay(self)
@@ -257,6 +294,10 @@ class TourWindow(app.Canvas):
         """Hover over window-specific panels; True when something changed."""
         return False
 
+    def checkpoint_changed(self, pane) -> None:
+        """``pane`` now shows another checkpoint of its training run (its nearest one changed):
+        colourings that depend on the checkpoint follow (subclasses)."""
+
     def title_lines(self, lay) -> list:
         raise NotImplementedError
 
@@ -273,8 +314,9 @@ class TourWindow(app.Canvas):
             if c.kind == "categorical":
                 legend_w = self._legend_for(c).preferred_width()
             elif c.kind == "continuous":
-                legend_w = hud.COLORBAR_WIDTH
-        specs = [vlayout.PaneSpec(hud.strip_width([ly.name for ly in p.model.layers])) for p in self.panes]
+                legend_w = hud.colorbar_width(c.name)
+        specs = [vlayout.PaneSpec(hud.strip_width([ly.name for ly in p.model.layers]), slider=p.view.trained)
+                 for p in self.panes]
         lay = vlayout.compute(self.size, specs, hud=hud_on, legend_width=legend_w,
                               help_width=(hud.help_width(self.help_entries)
                                           if hud_on and self.show_help else 0.0),
@@ -390,14 +432,15 @@ class TourWindow(app.Canvas):
 
     def advance(self, dt: float) -> None:
         """Move time on by ``dt`` seconds: the tour (slower when zoomed in), each pane's layer
-        transition and framing (which follows while the tour plays or a layer blends), then the
-        controllers' ``on_frame``."""
+        transition, training-run position and framing (which follows while anything moves), then
+        the controllers' ``on_frame``."""
         dt = max(float(dt), 0.0)
         if self.tour.playing:
             self.tour.step(dt / max(p.view.zoom for p in self.panes) ** 0.7)
         for pane in self.panes:
-            moving = self.tour.playing or pane.view.transition is not None
-            pane.view.advance(dt, pane.frame, follow=moving)
+            moving = self.tour.playing or pane.view.moving or self._slider_drag is pane
+            if pane.view.advance(dt, pane.frame, follow=moving):
+                self._checkpoint_moved(pane)
         for pane in self.panes:
             for c in pane.controllers:
                 c.on_frame(pane, dt)
@@ -406,7 +449,7 @@ class TourWindow(app.Canvas):
         """Whether the picture changes by itself now (the tour plays, a layer blends): a window
         drawn on demand rather than by the timer (the notebook widget) keeps drawing while this
         holds. Controllers that animate (a saved view's glide) call ``update()`` each step."""
-        return bool(self.tour.playing) or any(p.view.transition is not None for p in self.panes)
+        return bool(self.tour.playing) or any(p.view.moving for p in self.panes)
 
     def _on_timer(self, event) -> None:
         now = time.perf_counter()
@@ -508,12 +551,25 @@ class TourWindow(app.Canvas):
             rows = vlayout.strip_rows(len(names), rect, s, pane.layer_index, pane.strip_scroll)
             target = pane.transition[1] if pane.transition is not None else None
             hud.draw_strip(ov, rect, rows, names, pane.layer_index, pane.hover_layer, target, compact, s)
+        for i, pane in enumerate(self.panes):
+            geom = self.slider_geometry(lay, i)
+            if geom is not None:
+                v = pane.view
+                acc = [v.model_at(k).checkpoint_meta.get("accuracy") for k in range(len(v.checkpoints))]
+                hc = self.hover_checkpoint
+                hover = hc[1] if hc is not None and hc[0] is pane else None
+                hud.draw_slider(ov, geom, v.checkpoints, v.clock.position, v.clock.playing, acc, hover)
         self.draw_extras(lay)
         if self.show_help:
             hud.draw_help(ov, lay.help, self.help_entries, s)
 
     def hover_hint(self):
-        """A line for the message bar while hovering a layer dot or a legend row (or None)."""
+        """A line for the message bar while hovering a layer dot, a checkpoint or a legend row
+        (or None)."""
+        if self.hover_checkpoint is not None:
+            pane, k = self.hover_checkpoint
+            return (f"{pane.model.name}: checkpoint {k + 1}/{len(pane.view.checkpoints)} "
+                    f"{checkpoint_summary(pane.view.model_at(k))} (click to show)", hud.TEXT, 12)
         for pane in self.panes:
             if pane.hover_layer is not None:
                 layer = pane.model.layers[pane.hover_layer]
@@ -537,6 +593,54 @@ class TourWindow(app.Canvas):
                 return True
         return False
 
+    # ---- the training run: slider, keys
+    def slider_geometry(self, lay, i: int) -> SliderGeometry | None:
+        """Pane ``i``'s checkpoint slider in layout ``lay`` (window pixels), or None."""
+        rect = lay.slider(i) if self.show_hud else None
+        if rect is None:
+            return None
+        return SliderGeometry(rect, len(self.panes[i].view.checkpoints), lay.scale)
+
+    def _slider_hit(self, lay, x, y):
+        for i, pane in enumerate(self.panes):
+            geom = self.slider_geometry(lay, i)
+            hit = geom.hit(x, y) if geom is not None else None
+            if hit is not None:
+                return pane, geom, hit
+        return None, None, None
+
+    def set_pane_checkpoint(self, pane, position: float, animate: bool = False) -> None:
+        """Show ``pane``'s training run at ``position`` (an index, or a fraction between two
+        checkpoints); gliding there when ``animate``."""
+        before = pane.view.checkpoint
+        pane.view.set_checkpoint(position, animate)
+        if pane.view.checkpoint != before:
+            self._checkpoint_moved(pane)
+        self.update()
+
+    def _checkpoint_moved(self, pane) -> None:
+        """The nearest checkpoint of ``pane`` changed: the window's colourings follow, then the
+        controllers hear of it as of a layer change (a guided tour re-targets on the data shown)."""
+        self.checkpoint_changed(pane)
+        pane.layer_changed()
+
+    def training_key(self, text: str, key: str) -> bool:
+        """``[`` / ``]`` step the focused pane's training run, ``p`` plays or pauses it."""
+        if text not in ("[", "]", "p"):
+            return False
+        pane = self.focus or self.panes[0]
+        if not pane.view.trained:
+            self.status_message(f"{pane.model.name} has no training run (one state; prepare --checkpoints "
+                                "records one)")
+            return True
+        if text == "p":
+            pane.view.clock.toggle()
+            self.status_message(f"{pane.model.name}: training "
+                                + ("playing" if pane.view.clock.playing else "paused"), 2.0)
+        else:
+            self.set_pane_checkpoint(pane, pane.view.checkpoint + (1 if text == "]" else -1), animate=True)
+        return True
+
     def _strip_hit(self, lay, x, y):
         for pane, rect in zip(self.panes, lay.strips):
             if rect is not None and rect.contains(x, y):
@@ -546,8 +650,24 @@ class TourWindow(app.Canvas):
         return None, None
 
     def on_mouse_press(self, event) -> None:
+        with self.user_errors_shown():
+            self._mouse_press(event)
+
+    def _mouse_press(self, event) -> None:
         x, y = (float(v) for v in event.pos[:2])
         lay = self.layout()
+        if self.show_hud and getattr(event, "button", 1) in (1, None):
+            sp, _geom, hit = self._slider_hit(lay, x, y)
+            if sp is not None:  # before the controllers: a handle near the plot's edge must not take it
+                self.focus = sp
+                if hit[0] == "play":
+                    sp.view.clock.toggle()
+                else:
+                    sp.view.clock.pause()
+                    self.set_pane_checkpoint(sp, hit[1])
+                    self._slider_drag = sp
+                self.update()
+                return
         pane = self.pane_at(x, y)
         self.focus = pane
         if self.dispatch(pane, "on_mouse_press", self._local(pane, event)):
@@ -609,6 +729,12 @@ class TourWindow(app.Canvas):
 
     def on_mouse_move(self, event) -> None:
         x, y = (float(v) for v in event.pos[:2])
+        if self._slider_drag is not None:
+            lay = self.layout()
+            geom = self.slider_geometry(lay, self.panes.index(self._slider_drag))
+            if geom is not None:
+                self.set_pane_checkpoint(self._slider_drag, geom.position_at(x))
+            return
         pane = self._capture or self.pane_at(x, y)
         if self._capture is None:
             self.focus = pane
@@ -625,6 +751,10 @@ class TourWindow(app.Canvas):
             return
         lay = self.layout()
         changed = self.hover_extras(x, y)
+        sp, geom, shit = self._slider_hit(lay, x, y)
+        hc = None if sp is None or shit[0] != "track" else (sp, geom.nearest_tick(x))
+        if hc != self.hover_checkpoint:
+            self.hover_checkpoint, changed = hc, True
         strip_pane, hit = self._strip_hit(lay, x, y)
         for p in self.panes:
             new = hit if p is strip_pane else None
@@ -644,6 +774,10 @@ class TourWindow(app.Canvas):
 
     def on_mouse_release(self, event) -> None:
         x, y = (float(v) for v in event.pos[:2])
+        if self._slider_drag is not None:
+            self._slider_drag = None
+            self.update()
+            return
         pane = self._capture or self.pane_at(x, y)
         self._capture = None
         pane.pan_from = None
@@ -675,7 +809,23 @@ class TourWindow(app.Canvas):
         if not self.dispatch(pane, "on_mouse_wheel", local):
             pane.zoom_at(local.pos, 1.15 ** steps)
 
+    @contextlib.contextmanager
+    def user_errors_shown(self):
+        """A mistake in the user's data met while handling an event (a layer of the bundle that
+        turns out to be corrupt when first shown, say) goes to the status line, not to a traceback
+        in the terminal; the window keeps what it showed."""
+        try:
+            yield
+        except UserError as exc:
+            log.warning("%s", exc)
+            self.status_message(f"error: {exc}", 8.0)
+            self.update()
+
     def on_key_press(self, event) -> None:
+        with self.user_errors_shown():
+            self._key_press(event)
+
+    def _key_press(self, event) -> None:
         if self.entry.key(event):
             self.after_entry()
             self.update()
@@ -686,7 +836,7 @@ class TourWindow(app.Canvas):
             if self.dispatch(pane, "on_key_press", event):
                 self.update()
                 return
-        if self.window_key(text, k):
+        if self.window_key(text, k) or self.training_key(text, k):
             self.update()
             return
         if self.common_key(text, k) is None:
@@ -703,8 +853,10 @@ class TourWindow(app.Canvas):
         if text == " " or key == "space":
             tour.pause() if tour.playing else tour.play()
         elif text in ("+", "=", "-", "_"):
-            tour.speed = tour.speed * 1.25 if text in ("+", "=") else tour.speed / 1.25
-            self.status_message(f"tour speed {tour.speed:.3g} rad/s")
+            faster = text in ("+", "=")
+            tour.speed = min(tour.speed * 1.25, MAX_SPEED) if faster else tour.speed / 1.25
+            top = " (the fastest)" if faster and tour.speed >= MAX_SPEED else ""
+            self.status_message(f"tour speed {tour.speed:.3g} rad/s{top}")
         elif key in ("backspace", "left"):
             tour.pause()
             tour.rewind(SCRUB_SECONDS)
