@@ -43,10 +43,10 @@ def _cursor_near(rng, m, point, frame, px_step=25.0):
     it is clamped and the handle lands short of the cursor)."""
     proj = point @ frame
     pos, depth = proj[:2], proj[2:]
-    for _ in range(100):
-        cursor = m.data_to_pixels(pos[None])[0] + rng.normal(scale=px_step, size=2)
+    for k in range(100):  # nearer and nearer to the handle, whose own position is reachable
+        cursor = m.data_to_pixels(pos[None])[0] + rng.normal(scale=px_step * (1 - k / 100), size=2)
         target = m.pixels_to_data(cursor[None])[0]
-        if np.linalg.norm(np.concatenate([target, depth])) < 0.9 * np.linalg.norm(point):
+        if np.linalg.norm(np.concatenate([target, depth])) < 0.999 * np.linalg.norm(point):
             return cursor, target
     raise AssertionError("no reachable cursor position found")
 
