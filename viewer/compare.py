@@ -24,6 +24,11 @@ Training runs: each pane may show a checkpoint of its model's run (``checkpoint_
 ``checkpoint_b``; a model may be compared with itself at two checkpoints) and has its own
 checkpoint slider; B is re-aligned to A for the (checkpoint, layer) pair shown, and the heat map
 compares the two checkpoints' layers.
+
+Saved views (:mod:`viewer.viewstate`, kind "compare"): ``v`` / ``o`` / ``g`` save, load and glide
+to the whole window: the shared tour and frame, the window's :meth:`CompareCanvas.view_params`
+and each pane's model, layer, :meth:`viewer.pane.Pane.view_params`, handles and brush; B's
+rotation is recomputed from the bundle for the restored pair of layers.
 """
 
 from __future__ import annotations
