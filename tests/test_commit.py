@@ -256,7 +256,7 @@ def test_a_layer_recomputed_on_resume_keeps_its_network_position(tmp_path, monke
     """The run is interrupted after every layer was embedded; the first layer's file is then
     damaged, so the resume drops it and embeds it again: it must still come first."""
     pytest.importorskip("umap")
-    import engine.pipeline as pipeline
+    import engine.checkpoints as checkpoints
     from engine.inputs import digits_inputs
     from engine.pipeline import PrepareConfig, prepare
 
@@ -266,7 +266,7 @@ def test_a_layer_recomputed_on_resume_keeps_its_network_position(tmp_path, monke
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_align_and_compare", interrupt)
+    monkeypatch.setattr(checkpoints, "align_bundle", interrupt)  # killed after every layer is written
     with pytest.raises(KeyboardInterrupt):
         prepare(_jobs(), inputs, target, config, progress=False)
     monkeypatch.undo()

@@ -415,9 +415,11 @@ def test_view_compare_opens_both_models_at_the_matching_layer(cmp, monkeypatch):
         assert (a.layer_index, b.layer_index) == (3, LB - 1)  # B has no "3-A": A's index, clamped
         np.testing.assert_allclose(c.rotation, expected_rotation(c), atol=1e-8)
         assert c.controls["a"].brush is not c.controls["b"].brush
-        assert [type(k).__name__ for k in c.panels[0].controllers] == ["BrushController", "HandleController",
-                                                                        "HoverController", "GuidedController"]
+        assert [type(k).__name__ for k in c.panels[0].controllers] == [
+            "BrushController", "HandleController", "HoverController", "ViewStateController",
+            "GuidedController"]
         assert c.controls["a"].guided is c.controls["b"].guided  # one guided tour for the shared tour
+        assert c.controls["a"].views is c.controls["b"].views  # v / o save and load the whole window
     finally:
         for c in opened:
             c.close()

@@ -38,12 +38,15 @@ def test_centroid_per_layer_and_blended_in_transitions(rng, xp):
 
 
 def _cursor_near(rng, m, point, frame, px_step=25.0):
-    """A cursor a few pixels from the handle, at a data position the handle can reach."""
-    pos = (point @ frame)[:2]
-    for _ in range(100):
-        cursor = m.data_to_pixels(pos[None])[0] + rng.normal(scale=px_step, size=2)
+    """A cursor a few pixels from the handle, at a data position the handle can reach: in 3-D the
+    drag keeps the handle's depth, so the target with that depth must lie within its radius (else
+    it is clamped and the handle lands short of the cursor)."""
+    proj = point @ frame
+    pos, depth = proj[:2], proj[2:]
+    for k in range(100):  # nearer and nearer to the handle, whose own position is reachable
+        cursor = m.data_to_pixels(pos[None])[0] + rng.normal(scale=px_step * (1 - k / 100), size=2)
         target = m.pixels_to_data(cursor[None])[0]
-        if np.linalg.norm(target) < 0.9 * np.linalg.norm(point):
+        if np.linalg.norm(np.concatenate([target, depth])) < 0.999 * np.linalg.norm(point):
             return cursor, target
     raise AssertionError("no reachable cursor position found")
 

@@ -217,8 +217,9 @@ def test_close_frees_the_window_and_q_does_not_close(bundle):
     assert w2.closed
 
 
-def test_compare_widget(bundle):
+def test_compare_widget(bundle, tmp_path):
     from viewer.notebook import show
+    from viewer.viewstate import ViewStateError
 
     w = show(bundle, compare="net", layer=(0, 2), size=(480, 260), device="cpu")
     try:
@@ -228,8 +229,38 @@ def test_compare_widget(bundle):
         w.selection = [1, 2]
         np.testing.assert_array_equal(w.selection, [1, 2])
         assert points_visible(w.snapshot()) > 20
-        with pytest.raises(NotImplementedError, match="compare"):
-            w.save_view("x.json")
+        # saved views: both panes and the shared tour, back exactly
+        w.playing = False
+        w.window.advance(1.0)  # the layer blend ends
+        w.color = "confidence"
+        w.frame = random_frame(np.random.default_rng(5), P)
+        F = w.frame  # as the setter orthonormalised it
+        w.window.panels[1].zoom = 1.7
+        img = w.snapshot()
+        path = w.save_view(tmp_path / "c.json")
+        saved = json.loads(path.read_text())
+        assert saved["kind"] == "compare" and [p["layer"] for p in saved["panes"]] == [1, 2]
+        w.layer = (2, 0)
+        w.selection = None
+        w.color = "label"
+        w.frame = random_frame(np.random.default_rng(6), P)
+        w.window.panels[1].zoom = 1.0
+        w.load_view(path)
+        assert w.layer == (1, 2) and w.color == "confidence" and w.window.panels[1].zoom == 1.7
+        np.testing.assert_array_equal(w.selection, [1, 2])
+        np.testing.assert_array_equal(w.frame, F)
+        np.testing.assert_array_equal(w.snapshot()[:200], img[:200])  # above the message bar
+        # a single-model view is not a compare view (and the reverse)
+        single = show(bundle, size=(200, 160), device="cpu")
+        try:
+            one = single.save_view(tmp_path / "one.json")
+            with pytest.raises(ViewStateError, match=r"one\.json: field 'kind' is 'single'"):
+                w.load_view(one)
+            with pytest.raises(ViewStateError, match=r"c\.json: field 'kind' is 'compare'"):
+                single.load_view(path)
+        finally:
+            single.close()
+        assert w.layer == (1, 2)
     finally:
         w.close()
 

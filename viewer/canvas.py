@@ -51,6 +51,8 @@ class TourCanvas(TourWindow):
     wall-clock timer.
     """
 
+    view_kind = "single"
+
     def __init__(self, bundle, *, model=None, layer=None, dims: int = 2, color=None,
                  render_path: str = "auto", seed: int = 0, size=(1100, 820), show: bool = True,
                  animate: bool = True, device: str = "auto", title: str | None = None,
@@ -144,11 +146,6 @@ class TourCanvas(TourWindow):
     @center.setter
     def center(self, value) -> None:
         self.view.center = np.asarray(value, dtype=np.float64).reshape(2)
-
-    @property
-    def frame(self) -> np.ndarray:
-        """The tour's current (p, d) float64 frame (host)."""
-        return np.asarray(self.tour.frame, dtype=np.float64)
 
     @property
     def image_mode(self) -> bool:
@@ -278,10 +275,6 @@ class TourCanvas(TourWindow):
         self.status_message(f"colour: {name}")
 
     # ------------------------------------------------------------------ tour, layers, model
-    def set_frame(self, F) -> None:
-        """Show frame F (p, d) now; the tour continues from it."""
-        self.set_frame_for(self.pane, F)
-
     def set_layer(self, i: int, animate: bool = True) -> None:
         """Show layer i; with ``animate`` blend from what is drawn now over 0.7 s (smoothstep)."""
         if self.view.set_layer(i, animate):
@@ -386,18 +379,16 @@ class TourCanvas(TourWindow):
 
     # ------------------------------------------------------------------ saved views
     def view_params(self) -> dict:
-        """The canvas-owned part of a saved view (JSON-ready)."""
+        """The canvas-owned part of a saved view (JSON-ready): the pane's (zoom, pan, framing,
+        layer id, checkpoint: :meth:`viewer.pane.Pane.view_params`) with the model, layer,
+        colouring, legend filter, dims, render path, image mode and tour speed."""
         return {
-            "zoom": float(self.zoom), "center": [float(c) for c in self.center],
-            "fit": self.view.fit.to_list(),
+            **self.pane.view_params(),
             "model": self.model.name, "layer": int(self.layer_index),
-            "layer_id": self.model.layers[self.layer_index].id,
             "color": self.coloring.name,
             "legend_filter": None if self._legend_filter is None else sorted(self._legend_filter),
             "dims": int(self.dims), "render_path": self.render_path_name,
             "image_mode": bool(self.image_mode), "speed": float(self.tour.speed),
-            **({"checkpoint": self.checkpoint, "checkpoint_position": float(self.checkpoint_position)}
-               if self.view.trained else {}),
         }
 
     def set_view_params(self, d: dict, animate: bool = False) -> None:
@@ -406,19 +397,6 @@ class TourCanvas(TourWindow):
             self.set_model(d["model"])
         if "dims" in d and int(d["dims"]) != self.dims:
             self.set_dims(int(d["dims"]))
-        if "zoom" in d:
-            self.zoom = float(np.clip(float(d["zoom"]), *ZOOM_RANGE))
-        if "center" in d:
-            c = np.asarray(d["center"], dtype=np.float64)
-            if c.shape != (2,):
-                raise ValueError(f"view params: 'center' must have 2 numbers, got {d['center']!r}")
-            self.center = c
-        if "fit" in d:
-            f = np.asarray(d["fit"], dtype=np.float64)
-            if f.shape != (3,) or not np.all(np.isfinite(f)) or f[2] <= 0:
-                raise ValueError(f"view params: 'fit' must be [x, y, radius > 0], got {d['fit']!r}")
-            self.view.fit.snap(f[:2], float(f[2]))
-            self.view.fitted = True
         if "color" in d and d["color"] != self.coloring.name:
             if d["color"] not in self.color_options:
                 raise KeyError(f"view params: cannot colour by {d['color']!r} "
@@ -426,10 +404,7 @@ class TourCanvas(TourWindow):
             self.set_coloring(d["color"])
         if "legend_filter" in d:
             self.legend_filter = None if d["legend_filter"] is None else set(d["legend_filter"])
-        if "checkpoint" in d and self.view.trained:
-            k = self.view.checkpoint_index_of(d["checkpoint"])  # KeyError naming the checkpoints
-            pos = float(d.get("checkpoint_position", k))
-            self.set_checkpoint(pos if abs(pos - k) < 1.0 else k)
+        self.pane.set_view_params(d)  # zoom, pan, framing, checkpoint
         if "layer" in d and int(d["layer"]) != self.layer_index:
             self.set_layer(int(d["layer"]), animate=animate)
         if "image_mode" in d and bool(d["image_mode"]) != self.image_mode:

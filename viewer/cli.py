@@ -36,7 +36,8 @@ def _add_view_args(p: argparse.ArgumentParser) -> None:
                    help="show models A and B side by side; MODEL@CHECKPOINT names a checkpoint of a training "
                         "run, so --compare net@step-0 net@step-690 shows two states of one model")
     p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2-D or 3-D projection (default 2)")
-    p.add_argument("--state", type=Path, help="saved view (JSON) to start from")
+    p.add_argument("--state", type=Path, help="saved view (JSON, from v in the viewer) to start from; a view "
+                   "saved in the compare window opens it (with --compare A B: those two models)")
     p.add_argument("--color", help="attribute to colour by (default: the bundle's default label set)")
     p.add_argument("--render-path", default="auto", choices=["auto", "cuda", "copy", "shader"],
                    help="auto picks CUDA-GL interop on NVIDIA, else the vertex-shader path")
@@ -191,7 +192,7 @@ def view(args) -> int:
     ensure_backend("glfw")
     from vispy import app
 
-    from viewer import controllers, viewstate
+    from viewer import controllers
     from viewer.canvas import TourCanvas
 
     try:
@@ -201,9 +202,9 @@ def view(args) -> int:
     bundle = _load(args)
     state = _state(args)
     _check_guided(args, bundle)
+    if getattr(args, "compare", None) or _compare_state(state):
+        return _view_compare(args, bundle, app, size, state)
     model = args.model or (state["model"] if state else None)
-    if getattr(args, "compare", None):
-        return _view_compare(args, bundle, app, size)
     try:
         canvas = TourCanvas(bundle, model=model, layer=args.layer, dims=args.dims, color=args.color,
                             render_path=args.render_path, seed=args.seed, show=True, size=size or (1100, 820),
@@ -211,12 +212,38 @@ def view(args) -> int:
     except (KeyError, ValueError, IndexError) as exc:
         raise ViewerCliError(str(exc).strip("'\"")) from exc
     controllers.install(canvas, state_path=args.state)
-    if state is not None:
-        viewstate.apply(canvas, state)
+    _apply_state(args, canvas, state)
     _start_guided(args, canvas)
     canvas.status_message(f"render path: {canvas.render_path} on {canvas.gl_renderer}  (? for help)", 6.0)
     app.run()
     return 0
+
+
+def _compare_state(state) -> bool:
+    """Whether a loaded --state view was saved in the compare window."""
+    from viewer.viewstate import kind_of
+
+    return state is not None and kind_of(state) == "compare"
+
+
+def _apply_state(args, canvas, state) -> None:
+    """Put a new window into the --state view; a view that does not fit it (another bundle, models
+    or layers, or the other kind of window) closes the window and is one line naming the file."""
+    if state is None:
+        return
+    from viewer import viewstate
+
+    try:
+        viewstate.check_fits(canvas, state, source=str(args.state))
+        viewstate.apply(canvas, state)
+    except (viewstate.ViewStateError, KeyError, ValueError) as exc:
+        canvas.close()
+        raise ViewerCliError(f"--state {args.state}: {str(exc).strip(chr(39) + chr(34))}") from exc
+
+
+def _state_sides(state):
+    """--compare's two sides from a saved compare view: its models (the view sets the checkpoints)."""
+    return tuple((pane["model"], None) for pane in state["panes"])
 
 
 def _parse_size(text):
@@ -246,21 +273,26 @@ def compare_sides(spec, default=None):
     return tuple(out)
 
 
-def _view_compare(args, bundle, app, size) -> int:
-    """The side-by-side window for ``--compare A B`` (--layer sets both views' layer index)."""
+def _view_compare(args, bundle, app, size, state=None) -> int:
+    """The side-by-side window for ``--compare A B`` (--layer sets both views' layer index), or for
+    a --state view saved in the compare window (its models when --compare is not given)."""
     from viewer.compare import CompareCanvas
 
-    if getattr(args, "state", None) is not None:
-        raise ViewerCliError("--state applies to the single-model view; it cannot be combined with --compare")
-    (a, ca), (b, cb) = compare_sides(args.compare, _checkpoint(args))
+    if args.compare:
+        (a, ca), (b, cb) = compare_sides(args.compare, _checkpoint(args))
+    else:
+        (a, ca), (b, cb) = _state_sides(state)
+    spec = " ".join(args.compare or (a, b))
+    dims = len(state["frame"][0]) if state is not None else args.dims  # as the single view's --state does
     try:
         canvas = CompareCanvas(bundle, a, b, layer_a=args.layer, layer_b=_layer_b(bundle, a, b, args.layer),
-                               dims=args.dims, color=args.color, render_path=args.render_path, seed=args.seed,
+                               dims=dims, color=args.color, render_path=args.render_path, seed=args.seed,
                                show=True, size=size or (1600, 860), speed=args.speed, checkpoint_a=ca,
-                               checkpoint_b=cb)
+                               checkpoint_b=cb, state_path=args.state)
     except (KeyError, ValueError, IndexError) as exc:
         why = str(exc).strip(chr(39) + chr(34))
-        raise ViewerCliError(f"--compare {' '.join(args.compare)}: {why}") from exc
+        raise ViewerCliError(f"--compare {spec}: {why}") from exc
+    _apply_state(args, canvas, state)
     _start_guided(args, canvas)
     canvas.status_message(f"{b} aligned to {a}; t toggles the similarity heat map  (? for help)", 6.0)
     app.run()
@@ -290,20 +322,19 @@ def render(args) -> int:
         state = _state(args)
         _check_guided(args, bundle)
         compare = getattr(args, "compare", None)
-        if compare:
-            if state is not None:
-                raise ValueError("--state applies to the single-model view, not to --compare")
+        if compare or _compare_state(state):
             if getattr(args, "train", None) is not None:
                 raise ValueError("--train renders one model's training run; it cannot be combined with "
                                  "--compare")
             if args.size == "800x800":  # the parser's default: give each model an 800x800 half
                 size = (1600, 800)
-            (a, ca), (b, cb) = compare_sides(compare, _checkpoint(args))
+            (a, ca), (b, cb) = compare_sides(compare, _checkpoint(args)) if compare else _state_sides(state)
             out = render_compare(bundle, args.out, a, b, layer_a=args.layer,
                                  layer_b=_layer_b(bundle, a, b, args.layer), size=size,
                                  frames=args.frames, fps=args.fps, dims=args.dims, color=args.color,
                                  render_path=args.render_path, seed=args.seed, hud=args.hud, speed=args.speed,
-                                 checkpoint_a=ca, checkpoint_b=cb, guided=args.guided)
+                                 checkpoint_a=ca, checkpoint_b=cb, guided=args.guided,
+                                 state=args.state if state is not None else None)
         else:
             for opt in ("image_sample", "images_after"):
                 if getattr(args, opt, None) is not None and not args.images:

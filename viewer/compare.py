@@ -24,6 +24,11 @@ Training runs: each pane may show a checkpoint of its model's run (``checkpoint_
 ``checkpoint_b``; a model may be compared with itself at two checkpoints) and has its own
 checkpoint slider; B is re-aligned to A for the (checkpoint, layer) pair shown, and the heat map
 compares the two checkpoints' layers.
+
+Saved views (:mod:`viewer.viewstate`, kind "compare"): ``v`` / ``o`` / ``g`` save, load and glide
+to the whole window: the shared tour and frame, the window's :meth:`CompareCanvas.view_params`
+and each pane's model, layer, :meth:`viewer.pane.Pane.view_params`, handles and brush; B's
+rotation is recomputed from the bundle for the restored pair of layers.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import numpy as np
 from engine.tour import smoothstep
 from viewer import colors as vcolors
 from viewer import heatmap as vhm
-from viewer.controllers import BrushController, HandleController, HoverController
+from viewer.controllers import BrushController, HandleController, HoverController, ViewStateController
 from viewer.guided import GUIDED_HELP, GuidedController
 from viewer.pane import Pane
 from viewer.points import PointsLayer
@@ -56,6 +61,7 @@ COMPARE_HELP = COMMON_HELP[:4] + [
     ("d", "handle at the selection's centroids (both)"), ("Delete", "remove the last handle"),
     ("a", "axis handles"), ("/", "search and highlight"),
     *((k, d + (" (by model A's data)" if k != "n" else "")) for k, d in GUIDED_HELP),
+    *ViewStateController.help,
 ] + COMMON_HELP[4:]
 LINKED_KEYS = ("b", "l", "d", "delete", "a")  # armed / created / removed in both panes
 
@@ -67,6 +73,7 @@ class PaneControls:
     brush: BrushController
     handles: HandleController
     hover: HoverController
+    views: ViewStateController  # one for the window, in both panes' lists: v / o save / load it whole
     guided: GuidedController  # one for the window, in both panes' lists: it guides by model A's data
 
 
@@ -77,14 +84,19 @@ class CompareCanvas(TourWindow):
     index; checkpoint_a, checkpoint_b : checkpoint (name or index) of each model's training run
     (default the last); color : attribute name, "movement", "difference" or "none"; render_path,
     device, dims, seed, speed, size, show, animate : as for :class:`viewer.canvas.TourCanvas`;
-    controllers : install brushing, handles and hover (False for headless rendering).
+    controllers : install brushing, handles, hover, saved views and the guided tour (False for
+    headless rendering); directory : where ``v`` writes saved views (default the current
+    directory); state_path : the saved view (``--state``) that ``o`` and ``g`` read (default the
+    newest ``v`` wrote).
     """
+
+    view_kind = "compare"
 
     def __init__(self, bundle, a: str, b: str, *, layer_a=None, layer_b=None, dims: int = 2, color=None,
                  render_path: str = "auto", seed: int = 0, size=(1600, 860), show: bool = True,
                  animate: bool = True, device: str = "auto", title: str | None = None,
                  layer_cache_bytes: int = 2 << 30, controllers: bool = True, speed: float | None = None,
-                 checkpoint_a=None, checkpoint_b=None):
+                 checkpoint_a=None, checkpoint_b=None, directory=None, state_path=None):
         for name in (a, b):
             if name not in bundle.models:
                 raise KeyError(f"bundle {bundle.path}: no model {name!r} (has: {', '.join(bundle.models)})")
@@ -115,16 +127,18 @@ class CompareCanvas(TourWindow):
         self.color_options = [*bundle.attributes, *dict.fromkeys(own), "movement", DIFFERENCE, "none"]
         self.set_coloring(self._initial_color(color))
         self.refresh_states()
-        self.controls = self._install() if controllers else {}
+        self.controls = self._install(directory, state_path) if controllers else {}
         self._start()
 
-    def _install(self) -> dict:
+    def _install(self, directory, state_path) -> dict:
         out = {}
         guided = GuidedController()
+        views = ViewStateController(directory, state_path)
         for pane in self.panels:
-            pc = PaneControls(BrushController(int(self.bundle.n), export_dir=None),
-                              HandleController(self.p, self.entry), HoverController(self.entry), guided)
-            pane.controllers = [pc.brush, pc.handles, pc.hover, guided]
+            pc = PaneControls(BrushController(int(self.bundle.n), export_dir=directory),
+                              HandleController(self.p, self.entry), HoverController(self.entry),
+                              views, guided)
+            pane.controllers = [pc.brush, pc.handles, pc.hover, views, guided]
             out[pane.side] = pc
         return out
 
@@ -254,6 +268,8 @@ class CompareCanvas(TourWindow):
         a, b = self.panels
         Q = self.rotation_for(a.current_key, b.current_key)
         if Q is self._q_to:
+            if not animate:  # a glide in progress ends at once
+                self._q_t = TRANSITION_SECONDS
             return
         self._q_from, self._q_to = self._q_to, Q
         self._q_t = 0.0 if animate else TRANSITION_SECONDS
@@ -370,6 +386,32 @@ class CompareCanvas(TourWindow):
             self._legend_filter = None
         self._colorings = {"a": cols[0], "b": cols[1]}
         self.upload_coloring()
+        self.update()
+
+    # ------------------------------------------------------------------ saved views
+    def view_params(self) -> dict:
+        """The window-owned part of a saved compare view (JSON-ready): colouring, legend filter,
+        dims, render path, tour speed and whether the heat map shows. Each pane's own part (zoom,
+        pan, framing, checkpoint) is :meth:`viewer.pane.Pane.view_params`."""
+        return {"color": self.coloring_name,
+                "legend_filter": None if self._legend_filter is None else sorted(self._legend_filter),
+                "dims": int(self.dims), "render_path": self.render_path_name,
+                "speed": float(self.tour.speed), "heatmap": bool(self.show_heatmap)}
+
+    def set_view_params(self, d: dict, animate: bool = False) -> None:
+        """Apply a dict from :meth:`view_params` (unknown keys ignored, missing keys kept). The
+        projection's dimension is fixed when the window opens: another ``dims`` is a ValueError."""
+        if "dims" in d and int(d["dims"]) != self.dims:
+            raise ValueError(f"view params: 'dims' is {d['dims']} but this compare window shows "
+                             f"{self.dims}-D (open it with --dims {d['dims']})")
+        if "color" in d and d["color"] != self.coloring_name:
+            self.set_coloring(d["color"])  # KeyError naming the choices
+        if "legend_filter" in d:
+            self.legend_filter = None if d["legend_filter"] is None else set(d["legend_filter"])
+        if "heatmap" in d:
+            self.show_heatmap = bool(d["heatmap"])
+        if "speed" in d:
+            self.tour.speed = float(d["speed"])
         self.update()
 
     def cycle_coloring(self) -> None:

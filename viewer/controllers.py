@@ -407,7 +407,9 @@ class HoverController(Controller):
 
 class ViewStateController(Controller):
     """v saves the view (``<bundle>-view-<time>.json``), o loads the last saved (or --state) view,
-    g glides to it along the geodesic between frames."""
+    g glides to it along the geodesic between frames. It saves and loads the whole window it is in
+    (:func:`viewer.viewstate.capture` of the window's ``view_kind``): one instance serves a
+    compare window, in both panes' lists, and steps its glide for the first pane only."""
 
     help = (("v", "save the view to JSON"), ("o", "load the saved view"),
             ("g", "go to the saved view (animated)"))
@@ -444,20 +446,21 @@ class ViewStateController(Controller):
             return True
         if k in ("o", "g"):
             path, state = self._saved(canvas)
-            if state is not None:
-                self.go_to(canvas.window, state, animate=(k == "g"))
+            if state is not None and self.go_to(canvas.window, state, animate=(k == "g"), source=str(path)):
                 canvas.status_message(f"{'going to' if k == 'g' else 'loaded'} view {path}")
             return True
         return False
 
-    def go_to(self, canvas, state: dict, animate: bool = True, duration: float = 0.6) -> None:
+    def go_to(self, canvas, state: dict, animate: bool = True, duration: float = 0.6,
+              source: str = "view state") -> bool:
         """Apply ``state`` to the window ``canvas``; with ``animate`` the frame glides there over
-        ``duration`` seconds."""
+        ``duration`` seconds. False (and why, naming ``source``, on the status line) when the view
+        does not fit the window (``viewer.viewstate.check_fits``): nothing changes then."""
         try:
-            viewstate.check_fits(canvas, state)
+            viewstate.check_fits(canvas, state, source=source)
         except viewstate.ViewStateError as exc:
-            canvas.status_message(str(exc))
-            return
+            canvas.status_message(str(exc), 8.0)
+            return False
         start = np.asarray(canvas.frame, dtype=np.float64).copy()
         animate = animate and start.shape == np.shape(state["frame"])  # no glide between 2-D and 3-D
         viewstate.apply(canvas, state, animate=animate)
@@ -466,11 +469,12 @@ class ViewStateController(Controller):
             self.goto = viewstate.GoTo(start, np.asarray(state["frame"], dtype=np.float64), duration)
             self._goto_state = state
             canvas.set_frame(start)
+        return True
 
-    def on_frame(self, canvas, dt: float) -> None:
-        if self.goto is None:
+    def on_frame(self, pane, dt: float) -> None:
+        canvas = pane.window
+        if self.goto is None or pane is not canvas.panes[0]:
             return
-        canvas = canvas.window
         frame, done = self.goto.step(dt)
         if not done:
             canvas.set_frame(frame)

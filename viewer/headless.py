@@ -193,13 +193,17 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
                    frames: int = 1, fps: int = 30, dims: int = 2, color=None, render_path: str = "auto",
                    seed: int = 0, device: str = "auto", hud: bool = True, heatmap: bool = True,
                    warmup: float = 0.0, speed: float | None = None, guided: str | None = None,
-                   checkpoint_a=None, checkpoint_b=None) -> Path:
+                   checkpoint_a=None, checkpoint_b=None, state=None) -> Path:
     """Render models ``a`` and ``b`` of ``bundle`` side by side (:class:`viewer.compare.CompareCanvas`:
     one tour, B aligned to A, the similarity heat map unless ``heatmap=False``) to ``out``.
 
     Arguments as for :func:`render_tour`; ``size`` is the whole window (each model gets half);
     ``guided`` climbs model A's index; ``checkpoint_a`` / ``checkpoint_b`` : the checkpoint of each
-    model's training run to show (a model may be compared with itself at two checkpoints).
+    model's training run to show (a model may be compared with itself at two checkpoints);
+    ``state`` : a saved compare view (path or dict from ``viewer.viewstate``) to start from, with
+    both panes' layers, checkpoints, zoom/pan, handles and brushes and the shared tour; it must be
+    for models ``a`` and ``b`` (``viewer.viewstate.ViewStateError``, a ValueError, naming the file
+    and field otherwise, also for a single-model view).
     """
     out = Path(out)
     _check_out(out, frames, fps)
@@ -209,14 +213,22 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
 
     if not hasattr(bundle, "models"):
         bundle = load_bundle(bundle)
+    st, source = _saved_view(state)
+    if st is not None:
+        dims = len(st["frame"][0])  # the saved view's projection (a compare window keeps its dims)
     canvas = CompareCanvas(bundle, a, b, layer_a=layer_a, layer_b=layer_b, dims=dims, color=color,
                            render_path=render_path, seed=seed, size=tuple(size), show=False, animate=False,
-                           device=device, controllers=False, speed=speed, checkpoint_a=checkpoint_a,
+                           device=device, controllers=st is not None, speed=speed, checkpoint_a=checkpoint_a,
                            checkpoint_b=checkpoint_b)
     try:
         canvas.show_hud = hud
         canvas.show_heatmap = heatmap
         canvas.reset_view()
+        if st is not None:
+            from viewer import viewstate
+
+            viewstate.check_fits(canvas, st, source)
+            viewstate.apply(canvas, st)
         _start_guided(canvas, guided, frames)
         if warmup > 0:
             canvas.advance(warmup)
@@ -226,6 +238,18 @@ def render_compare(bundle, out, a: str, b: str, *, layer_a=None, layer_b=None, s
     finally:
         canvas.close()
     return out
+
+
+def _saved_view(state) -> tuple[dict | None, str]:
+    """(the saved view, the name its errors give): ``state`` is None, a dict or a path."""
+    from viewer import viewstate
+
+    if state is None:
+        return None, "view state"
+    if isinstance(state, dict):
+        viewstate.validate(state)
+        return state, "view state"
+    return viewstate.load(state), str(state)
 
 
 def render_tour(bundle, out, *, model=None, layer=None, size=(800, 800), frames: int = 1, fps: int = 30,

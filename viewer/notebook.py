@@ -370,22 +370,23 @@ class TourWidget(ipywidgets.VBox):
         return self._reader.read()
 
     def save_view(self, path) -> Path:
-        """Save the view (frame, tour, layer, zoom/pan, colouring, handles, selection) as JSON at
-        ``path``, written atomically; returns the path. The desktop's ``--state`` and ``o`` read it."""
+        """Save the view (frame, tour, layer, zoom/pan, colouring, handles, selection; compare: both
+        panes' layers, checkpoints, zoom/pan, handles and brushes) as JSON at ``path``, written
+        atomically; returns the path. The desktop's ``--state`` and ``o`` read it (a compare view:
+        with ``--compare A B``)."""
         from viewer import viewstate
 
         self._check_open()
-        self._single_only("save_view")
         return viewstate.save(Path(path), viewstate.capture(self.window))
 
     def load_view(self, path, animate: bool = False) -> None:
         """Apply a saved view (from :meth:`save_view` or the desktop's ``v``); with ``animate`` the
         projection glides there. Raises ``viewer.viewstate.ViewStateError`` naming the file and
-        field when it is malformed or saved for another bundle."""
+        field when it is malformed, saved for another bundle or models, or for the other kind of
+        view (a single-model view in a compare widget, or the reverse)."""
         from viewer import viewstate
 
         self._check_open()
-        self._single_only("load_view")
         state = viewstate.load(path)
         viewstate.check_fits(self.window, state, source=str(path))
         from viewer.controllers import ViewStateController
@@ -442,11 +443,6 @@ class TourWidget(ipywidgets.VBox):
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this viewer widget is closed (viewer.show(...) opens a new one)")
-
-    def _single_only(self, what: str) -> None:
-        if self.compare:
-            raise NotImplementedError(f"{what}: saved views cover the single-model viewer; "
-                                      "the compare window has none yet")
 
     def _controllers(self) -> list:
         return [c for p in self.window.panes for c in p.controllers]

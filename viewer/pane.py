@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from viewer.layout import Rect
+from viewer.view import ZOOM_RANGE
 
 
 class Pane:
@@ -160,6 +161,41 @@ class Pane:
             if hs is not None:
                 return hs
         return None
+
+    # ---- saved views ----------------------------------------------------------------------------
+    def view_params(self) -> dict:
+        """This pane's part of a saved view (JSON-ready): zoom, pan (``center``), the framing
+        (``fit``: centre x, y and radius), the shown layer's id and, for a training run, the
+        checkpoint's name and the exact position on the run."""
+        v = self.view
+        out = {"zoom": float(v.zoom), "center": [float(c) for c in v.center], "fit": v.fit.to_list(),
+               "layer_id": self.model.layers[self.layer_index].id}
+        if v.trained:
+            out.update(checkpoint=v.checkpoints[v.checkpoint], checkpoint_position=float(v.clock.position))
+        return out
+
+    def set_view_params(self, d: dict) -> None:
+        """Apply a dict from :meth:`view_params` (missing keys kept; the layer is the window's,
+        :meth:`set_layer`). Raises ValueError for a malformed centre or framing, KeyError (naming
+        the checkpoints) for an unknown checkpoint."""
+        v = self.view
+        if "zoom" in d:
+            v.zoom = float(np.clip(float(d["zoom"]), *ZOOM_RANGE))
+        if "center" in d:
+            c = np.asarray(d["center"], dtype=np.float64)
+            if c.shape != (2,):
+                raise ValueError(f"view params: 'center' must have 2 numbers, got {d['center']!r}")
+            v.center = c
+        if "fit" in d:
+            f = np.asarray(d["fit"], dtype=np.float64)
+            if f.shape != (3,) or not np.all(np.isfinite(f)) or f[2] <= 0:
+                raise ValueError(f"view params: 'fit' must be [x, y, radius > 0], got {d['fit']!r}")
+            v.fit.snap(f[:2], float(f[2]))
+            v.fitted = True
+        if "checkpoint" in d and v.trained:
+            k = v.checkpoint_index_of(d["checkpoint"])  # KeyError naming the checkpoints
+            pos = float(d.get("checkpoint_position", k))
+            self.window.set_pane_checkpoint(self, pos if abs(pos - k) < 1.0 else k)
 
     # ---- window bookkeeping -----------------------------------------------------------------
     def place(self, rect: Rect) -> None:

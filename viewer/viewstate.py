@@ -1,17 +1,33 @@
 """Saved views: capture, save, load, validate and re-apply everything needed to reproduce a view.
 
-A view is a JSON document (host data only)::
+A view is a JSON document (host data only) of one of two kinds, the window's ``view_kind``. The
+single-model window's (``"kind"`` absent in files written before the compare window had saved
+views: they load as ever)::
 
-    {"format": "layertour-view", "version": 1, "bundle": name, "n": N, "p": p, "model": name,
-     "layer": index, "frame": [[p x d floats]], "tour": GrandTour.state(),
+    {"format": "layertour-view", "version": 1, "kind": "single", "bundle": name, "n": N, "p": p,
+     "model": name, "layer": index, "frame": [[p x d floats]], "tour": GrandTour.state(),
      "view": canvas.view_params() (zoom/pan, colouring, dims, render path: the canvas's own keys),
      "handles": [{"label", "kind", "color", "members" | "axis"}], "selection": [indices] | null,
      "controllers": {state_key: {...}}}   (optional: what controllers add, e.g. "guided")
 
-:func:`save` writes it atomically; :func:`load` parses and validates it and raises
-:class:`ViewStateError` naming the file and the field for anything malformed; :func:`apply` puts a
-canvas (and its handle and brush controllers) into that view, at once or, with :class:`GoTo`,
-along the geodesic ``engine.tour.view_path`` from the current frame (smoothstep, ~0.6 s).
+The compare window's (:class:`viewer.compare.CompareCanvas`: one tour, two panes)::
+
+    {"format": "layertour-view", "version": 1, "kind": "compare", "bundle", "n", "p",
+     "frame": the tour's (model A's) frame, "tour": the shared tour's state,
+     "view": window.view_params() (colouring, legend filter, dims, render path, speed, heat map),
+     "panes": [{"side": "a" | "b", "model": name, "layer": index,
+                "view": pane.view_params() (zoom, pan, framing, layer id, checkpoint and position),
+                "handles": [...], "brush": [indices] | null}, ... two, A then B],
+     "selection": [indices] | null (what both panes show: the intersection of the brushes),
+     "controllers": {state_key: {...}}}
+
+B's frame is not stored: it is ``Q F`` with Q the Procrustes rotation between the two layers
+shown, recomputed from the bundle. :func:`capture` reads a window of either kind; :func:`save`
+writes it atomically; :func:`load` parses and validates it and raises :class:`ViewStateError`
+naming the file and the field for anything malformed; :func:`check_fits` refuses a view saved for
+another bundle, models or layers, or for the other kind of window; :func:`apply` puts a window
+(and its panes' handle and brush state) into that view, at once or, with :class:`GoTo`, along the
+geodesic ``engine.tour.view_path`` from the current frame (smoothstep, ~0.6 s).
 """
 
 from __future__ import annotations
@@ -28,6 +44,10 @@ from viewer.selection import write_atomic
 
 FORMAT = "layertour-view"
 VERSION = 1
+KINDS = ("single", "compare")  # a window's ``view_kind``; a view without "kind" is a single one
+SIDES = ("a", "b")             # the compare window's panes, in order
+WINDOWS = {"single": "the single-model window (layertour view BUNDLE --state FILE)",
+           "compare": "the compare window (layertour view BUNDLE --compare A B --state FILE)"}
 MAX_BYTES = 64 * 2**20   # a saved view of 1M selected points is ~8 MB; anything far larger is not one
 ZOOM_LIMITS = (1e-6, 1e6)  # finite, positive; the canvas clips further to its own range
 PAN_LIMIT = 1e9          # |center| in data units
@@ -37,32 +57,55 @@ class ViewStateError(ValueError):
     """A saved view that cannot be read or does not fit the bundle; names the file and field."""
 
 
-def capture(canvas, handles=None) -> dict:
-    """The canvas's current view as a JSON-ready dict (see the module docstring).
+def kind_of(state: dict) -> str:
+    """The kind of a validated view: "single" (also for files without "kind") or "compare"."""
+    return state.get("kind", "single")
 
-    handles : the :class:`viewer.handles.HandleSet` to save (default: the one of the canvas's
-    handle controller, if any).
+
+def capture(canvas, handles=None) -> dict:
+    """The window's current view as a JSON-ready dict of its ``view_kind`` (see the module
+    docstring).
+
+    handles : for a single-model window, the :class:`viewer.handles.HandleSet` to save (default:
+    the one of the canvas's handle controller, if any); a compare window saves each pane's own.
     """
     bundle, frame = canvas.bundle, np.asarray(canvas.frame, dtype=np.float64)
-    handles = handles if handles is not None else _handle_set(canvas)
     sel = canvas.selection
-    return {
-        "format": FORMAT, "version": VERSION,
+    head = {
+        "format": FORMAT, "version": VERSION, "kind": canvas.view_kind,
         "bundle": Path(str(bundle.path)).name, "n": int(bundle.n), "p": int(frame.shape[0]),
-        "model": canvas.model.name, "layer": int(canvas.layer_index),
+    }
+    tail = {
         "frame": frame.tolist(),
         "tour": _jsonable(canvas.tour.state()),
         "view": _jsonable(canvas.view_params()),
-        "handles": [h.to_dict() for h in handles.handles] if handles is not None else [],
-        "selection": None if sel is None else np.flatnonzero(np.asarray(sel)).tolist(),
+        "selection": _indices(sel),
         "controllers": _jsonable(_controller_states(canvas)),
     }
+    if canvas.view_kind == "compare":
+        return {**head, **tail, "panes": [_capture_pane(pane) for pane in canvas.panes]}
+    handles = handles if handles is not None else _handle_set(canvas)
+    return {**head, "model": canvas.model.name, "layer": int(canvas.layer_index), **tail,
+            "handles": [h.to_dict() for h in handles.handles] if handles is not None else []}
+
+
+def _capture_pane(pane) -> dict:
+    hs = pane.handle_set()
+    return {"side": pane.side, "model": pane.model.name, "layer": int(pane.layer_index),
+            "view": _jsonable(pane.view_params()),
+            "handles": [h.to_dict() for h in hs.handles] if hs is not None else [],
+            "brush": _indices(pane.brushed)}
+
+
+def _indices(mask) -> list[int] | None:
+    return None if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
 
 
 def _controllers(canvas):
-    """(pane, controller) for every controller of the canvas's panes, each controller once."""
+    """(pane, controller) for every controller of the window's panes, each controller once (the
+    compare window puts one saved-view and one guided controller in both panes' lists)."""
     seen = set()
-    for pane in getattr(canvas, "panes", ()):
+    for pane in canvas.panes:
         for c in pane.controllers:
             if id(c) not in seen:
                 seen.add(id(c))
@@ -72,8 +115,8 @@ def _controllers(canvas):
 def _controller_states(canvas) -> dict:
     out = {}
     for pane, c in _controllers(canvas):
-        key = getattr(c, "state_key", None)
-        if key and key not in out and hasattr(c, "save_state"):
+        key = c.state_key
+        if key and key not in out:
             entry = c.save_state(pane)
             if entry is not None:
                 out[key] = entry
@@ -115,7 +158,8 @@ def load(path) -> dict:
 
 
 def validate(state, source: str = "view state") -> None:
-    """Check the structure and values of a view dict; raise :class:`ViewStateError` otherwise."""
+    """Check the structure and values of a view dict of either kind; raise
+    :class:`ViewStateError` naming ``source`` and the field otherwise."""
     def fail(field, why):
         raise ViewStateError(f"{source}: field {field!r} {why}")
 
@@ -125,10 +169,12 @@ def validate(state, source: str = "view state") -> None:
         fail("format", f"must be {FORMAT!r}, got {state.get('format')!r}")
     if state.get("version") != VERSION:
         fail("version", f"must be {VERSION}, got {state.get('version')!r} (saved by another layertour?)")
-    for key in ("n", "p", "layer"):
-        v = state.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            fail(key, f"must be a non-negative integer, got {v!r}")
+    kind = state.get("kind", "single")
+    if kind not in KINDS:
+        fail("kind", f"must be one of {', '.join(map(repr, KINDS))}, got {kind!r:.80}")
+    for key in ("n", "p") + (("layer",) if kind == "single" else ()):
+        if not _count(state.get(key)):
+            fail(key, f"must be a non-negative integer, got {state.get(key)!r:.80}")
     n, p = state["n"], state["p"]
     try:
         frame = np.asarray(state.get("frame"), dtype=np.float64)
@@ -143,29 +189,80 @@ def validate(state, source: str = "view state") -> None:
     for key in ("tour", "view"):
         if not isinstance(state.get(key), dict):
             fail(key, f"must be an object, got {type(state.get(key)).__name__}")
-    if not isinstance(state.get("model"), str):
-        fail("model", f"must be a model name, got {state.get('model')!r}")
-    _validate_text(state["model"], "model", fail)
+    if kind == "single":
+        _validate_model(state.get("model"), "model", fail)
     _validate_view(state["view"], fail)
+    if "heatmap" in state["view"] and not isinstance(state["view"]["heatmap"], bool):
+        fail("view.heatmap", f"must be true or false, got {state['view']['heatmap']!r:.80}")
     _validate_tour(state["tour"], p, frame.shape[1], fail)
-    handles = state.get("handles")
-    if not isinstance(handles, list):
-        fail("handles", "must be a list")
-    for k, h in enumerate(handles):
-        _validate_handle(h, k, n, p, fail)
+    if kind == "single":
+        _validate_handles(state.get("handles"), "handles", n, p, fail)
     ctrl = state.get("controllers", {})
     if not isinstance(ctrl, dict) or len(ctrl) > 64 or not all(
             isinstance(k, str) and k and isinstance(v, dict) for k, v in ctrl.items()):
         fail("controllers", "must be an object of objects (one per controller)")
     for k in ctrl:
         _validate_text(k, f"controllers.{k}", fail)
-    sel = state.get("selection")
-    if sel is not None:
-        idx = _index_list(sel)
-        if idx is None:
-            fail("selection", "must be null or a list of point indices")
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            fail("selection", f"has indices outside [0, {n})")
+    sel = _validate_indices(state.get("selection"), "selection", n, fail)
+    if kind == "compare":
+        _validate_panes(state.get("panes"), n, p, sel, fail)
+
+
+def _count(v) -> bool:
+    """Whether ``v`` is a non-negative integer (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _validate_model(name, field, fail):
+    if not isinstance(name, str):
+        fail(field, f"must be a model name, got {name!r:.80}")
+    _validate_text(name, field, fail)
+
+
+def _validate_handles(handles, field, n, p, fail):
+    if not isinstance(handles, list):
+        fail(field, "must be a list")
+    for k, h in enumerate(handles):
+        _validate_handle(h, f"{field}[{k}]", n, p, fail)
+
+
+def _validate_indices(v, field, n, fail) -> np.ndarray | None:
+    """A null or a list of point indices in [0, n): the (k,) int64 indices, or None."""
+    if v is None:
+        return None
+    idx = _index_list(v)
+    if idx is None:
+        fail(field, "must be null or a list of point indices")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        fail(field, f"has indices outside [0, {n})")
+    return idx
+
+
+def _validate_panes(panes, n, p, selection, fail):
+    """A compare view's two panes (A, then B); the selection must be what their brushes make."""
+    if not isinstance(panes, list) or len(panes) != len(SIDES):
+        fail("panes", f"must be a list of {len(SIDES)} panes (model A's, model B's), got {panes!r:.80}")
+    brushes = []
+    for k, (pane, side) in enumerate(zip(panes, SIDES)):
+        field = f"panes[{k}]"
+        if not isinstance(pane, dict):
+            fail(field, f"must be an object, got {type(pane).__name__}")
+        if pane.get("side") != side:
+            fail(f"{field}.side", f"must be {side!r}, got {pane.get('side')!r:.80}")
+        _validate_model(pane.get("model"), f"{field}.model", fail)
+        if not _count(pane.get("layer")):
+            fail(f"{field}.layer", f"must be a non-negative integer, got {pane.get('layer')!r:.80}")
+        if not isinstance(pane.get("view"), dict):
+            fail(f"{field}.view", f"must be an object, got {type(pane.get('view')).__name__}")
+        _validate_view(pane["view"], fail, f"{field}.view")
+        _validate_handles(pane.get("handles"), f"{field}.handles", n, p, fail)
+        brush = _validate_indices(pane.get("brush"), f"{field}.brush", n, fail)
+        if brush is not None:
+            brushes.append(set(brush.tolist()))
+    if brushes:
+        shown = set.intersection(*brushes)
+        if selection is None or set(selection.tolist()) != shown:
+            fail("selection", "must be the intersection of the panes' brushes (panes[k].brush)")
 
 
 def _validate_text(text, field, fail):
@@ -188,10 +285,15 @@ def _number(v) -> float | None:
     return f if np.isfinite(f) else None
 
 
-def _validate_view(view: dict, fail):
-    """The canvas's own keys (see ``TourCanvas.view_params``): numbers finite and in range, text
-    drawable. Unknown keys are left to the canvas (it ignores them)."""
+def _validate_view(view: dict, outer_fail, prefix: str = "view"):
+    """The window's and panes' own keys (see ``TourCanvas.view_params``, ``Pane.view_params``,
+    ``CompareCanvas.view_params``): numbers finite and in range, text drawable. Unknown keys are
+    left to the window (it ignores them). ``prefix`` names the object in messages (a compare
+    view's panes: "panes[0].view")."""
     from engine.tour import MAX_SPEED
+
+    def fail(field, why):
+        outer_fail(prefix + field[len("view"):], why)
 
     if "zoom" in view:
         z = _number(view["zoom"])
@@ -203,6 +305,12 @@ def _validate_view(view: dict, fail):
         if not (isinstance(c, list) and len(c) == 2
                 and all(_number(x) is not None and abs(x) <= PAN_LIMIT for x in c)):
             fail("view.center", f"must be 2 finite numbers of magnitude <= {PAN_LIMIT:g}, got {c!r:.80}")
+    if "fit" in view:
+        f = view["fit"]
+        if not (isinstance(f, list) and len(f) == 3
+                and all(_number(x) is not None and abs(x) <= PAN_LIMIT for x in f) and f[2] > 0):
+            fail("view.fit", f"must be [x, y, radius > 0], finite numbers of magnitude <= {PAN_LIMIT:g}, "
+                             f"got {f!r:.80}")
     if "speed" in view:
         v = _number(view["speed"])
         if v is None or not 0 <= v <= MAX_SPEED:
@@ -245,8 +353,7 @@ def _validate_tour(tour: dict, p: int, d: int, fail):
         fail("tour", f"is for p={t.p}, d={t.d} but the frame is {p} x {d}")
 
 
-def _validate_handle(h, k, n, p, fail):
-    field = f"handles[{k}]"
+def _validate_handle(h, field, n, p, fail):
     if not isinstance(h, dict) or not isinstance(h.get("label"), str):
         fail(field, "must be an object with a string 'label'")
     _validate_text(h["label"], f"{field}.label", fail)
@@ -288,31 +395,83 @@ def _jsonable(obj):
 
 
 def check_fits(canvas, state: dict, source: str = "view state") -> None:
-    """Raise :class:`ViewStateError` unless ``state`` fits this canvas's bundle (N, p, model, layer)."""
+    """Raise :class:`ViewStateError` unless ``state`` fits this window: the same kind of window
+    (a single view in a compare window, or the reverse, is refused), the bundle's N and p, models
+    the bundle has and layers (and checkpoints) they have; a compare view also needs the models
+    the window shows, its dimension and a colouring it offers."""
+    kind, want = kind_of(state), canvas.view_kind
+    if kind != want:
+        raise ViewStateError(f"{source}: field 'kind' is {kind!r}: the view was saved from {WINDOWS[kind]}, "
+                             f"it cannot be opened in {WINDOWS[want]}")
     n, p = int(canvas.bundle.n), int(np.asarray(canvas.frame).shape[0])
     if state["n"] != n or state["p"] != p:
         raise ViewStateError(f"{source} was saved for N={state['n']}, p={state['p']} but the bundle "
                              f"{canvas.bundle.path} has N={n}, p={p}")
-    model = canvas.bundle.models.get(state["model"])
+    if kind == "single":
+        _check_model(canvas.bundle, state["model"], state["layer"], {}, "", source)
+        return
+    for k, (pane, saved) in enumerate(zip(canvas.panes, state["panes"])):
+        field = f"panes[{k}]"
+        _check_model(canvas.bundle, saved["model"], saved["layer"], saved["view"], f"{field}.", source)
+        if saved["model"] != pane.model.name:
+            names = " ".join(ps["model"] for ps in state["panes"])
+            raise ViewStateError(f"{source}: field '{field}.model' is {saved['model']!r} but this window's "
+                                 f"pane {pane.side.upper()} shows {pane.model.name!r} (open the view with "
+                                 f"--compare {names})")
+    view, d = state["view"], int(np.asarray(state["frame"]).shape[1])
+    if d != canvas.dims:
+        raise ViewStateError(f"{source}: field 'frame' is {d}-D but this compare window shows "
+                             f"{canvas.dims}-D (open it with --dims {d})")
+    if "color" in view and view["color"] not in canvas.color_options:
+        raise ViewStateError(f"{source}: field 'view.color' is {view['color']!r}, which this window cannot "
+                             f"colour by (choices: {', '.join(canvas.color_options)})")
+
+
+def _check_model(bundle, name, layer, view, prefix, source) -> None:
+    """The saved model, layer and (when saved) checkpoint exist in ``bundle``."""
+    model = bundle.models.get(name)
     if model is None:
-        raise ViewStateError(f"{source}: field 'model' is {state['model']!r} but the bundle has models "
-                             f"{', '.join(canvas.bundle.models)}")
-    if state["layer"] >= len(model.layers):
-        raise ViewStateError(f"{source}: field 'layer' is {state['layer']} but model "
-                             f"{state['model']!r} has {len(model.layers)} layers")
+        raise ViewStateError(f"{source}: field '{prefix}model' is {name!r} but the bundle has models "
+                             f"{', '.join(bundle.models)}")
+    if layer >= len(model.layers):
+        raise ViewStateError(f"{source}: field '{prefix}layer' is {layer} but model "
+                             f"{name!r} has {len(model.layers)} layers")
+    names = list(bundle.checkpoints(name))
+    ck = view.get("checkpoint")
+    if ck is not None and len(names) > 1:
+        if ck not in names:
+            raise ViewStateError(f"{source}: field '{prefix}view.checkpoint' is {ck!r} but model {name!r} "
+                                 f"has checkpoints {', '.join(names)}")
+        pos = view.get("checkpoint_position")
+        if pos is not None and pos > len(names) - 1:
+            raise ViewStateError(f"{source}: field '{prefix}view.checkpoint_position' is {pos} but model "
+                                 f"{name!r} has {len(names)} checkpoints (positions 0 to {len(names) - 1})")
 
 
 def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
-    """Put ``canvas`` into the saved view ``state`` (from :func:`load` or :func:`capture`).
+    """Put the window ``canvas`` into the saved view ``state`` (from :func:`load` or :func:`capture`).
 
-    Restores the canvas's own view parameters, the layer, the selection, the handles (into
-    ``handles`` or the canvas's handle controller's set) and the tour; the frame is set at once,
-    or, with ``animate=True``, reached along ``engine.tour.view_path`` by a :class:`GoTo` that the
-    caller (the view-state controller) advances each frame. Returns nothing; raises
-    :class:`ViewStateError` when the view does not fit the bundle.
+    Restores the window's and its panes' view parameters, the layers, the selection (a compare
+    window: each pane's brush), the handles (into ``handles`` or each pane's handle controller's
+    set) and the tour; the frame is set at once, or, with ``animate=True``, reached along
+    ``engine.tour.view_path`` by a :class:`GoTo` that the caller (the view-state controller)
+    advances each frame. Returns nothing; raises :class:`ViewStateError` when the view does not
+    fit the window (:func:`check_fits`).
     """
     validate(state)
     check_fits(canvas, state)
+    if kind_of(state) == "compare":
+        _apply_compare(canvas, state, animate)
+    else:
+        _apply_single(canvas, state, handles, animate)
+    restore_tour(canvas, state["tour"], state)
+    frame = np.asarray(state["frame"], dtype=np.float64)
+    if not animate and not np.allclose(canvas.frame, frame, rtol=0, atol=1e-12):
+        canvas.set_frame(frame)  # the frame was edited apart from the tour: continue from it
+    canvas.update()
+
+
+def _apply_single(canvas, state, handles, animate) -> None:
     view = dict(state["view"])
     view["model"] = state["model"]
     view.pop("layer", None)
@@ -324,11 +483,34 @@ def apply(canvas, state: dict, handles=None, animate: bool = False) -> None:
     hs = handles if handles is not None else _handle_set(canvas)
     if hs is not None:
         restore_handles(hs, state["handles"])
-    restore_tour(canvas, state["tour"], state)
-    frame = np.asarray(state["frame"], dtype=np.float64)
-    if not animate and not np.allclose(canvas.frame, frame, rtol=0, atol=1e-12):
-        canvas.set_frame(frame)  # the frame was edited apart from the tour: continue from it
-    canvas.update()
+
+
+def _apply_compare(window, state, animate) -> None:
+    """The window's colouring, filter, speed and heat map, then per pane (A, B) the layer and the
+    pane's zoom, pan, framing and checkpoint, the brushes and the handles. Without ``animate`` the
+    layer comes first (a layer change settles a position between checkpoints, which the saved
+    position then restores) and every blend and B's re-alignment glide end at once; with it the
+    checkpoint comes first and the layers blend there."""
+    window.set_view_params(state["view"])
+    n = int(window.bundle.n)
+    for pane, saved in zip(window.panes, state["panes"]):
+        if not animate:
+            pane.set_layer(saved["layer"], animate=False)
+        pane.set_view_params(saved["view"])
+        if animate and (pane.layer_index != saved["layer"] or pane.transition is not None):
+            pane.set_layer(saved["layer"], animate=True)
+    window.set_selection(None)
+    brushes = [saved.get("brush") for saved in state["panes"]]
+    if any(b is not None for b in brushes):
+        for pane, b in zip(window.panes, brushes):
+            if b is not None:
+                pane.set_selection(_mask(n, b))
+    elif state["selection"] is not None:
+        window.set_selection(_mask(n, state["selection"]))
+    for pane, saved in zip(window.panes, state["panes"]):
+        hs = pane.handle_set()
+        if hs is not None:
+            restore_handles(hs, saved["handles"])
 
 
 def restore_handles(hs, items: list[dict]) -> None:
@@ -358,8 +540,8 @@ def restore_tour(canvas, tour_state: dict, saved: dict | None = None) -> None:
 
     entries = (saved or {}).get("controllers") or {}
     for pane, c in _controllers(canvas):
-        key, hook = getattr(c, "state_key", None), getattr(c, "restore_tour", None)
-        if hook is not None and hook(pane, tour_state, entries.get(key) if key else None):
+        key = c.state_key
+        if c.restore_tour(pane, tour_state, entries.get(key) if key else None):
             return
     tour = canvas.tour
     try:
@@ -373,11 +555,8 @@ def restore_tour(canvas, tour_state: dict, saved: dict | None = None) -> None:
 
 
 def _handle_set(canvas):
-    for c in getattr(canvas, "controllers", ()):
-        hs = getattr(c, "handles", None)
-        if hs is not None and hasattr(hs, "add_centroid"):
-            return hs
-    return None
+    """The single window's HandleSet (its pane's handle controller's), or None."""
+    return canvas.panes[0].handle_set()
 
 
 @dataclass

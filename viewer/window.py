@@ -11,7 +11,9 @@ is how the tests, the headless renderer and the notebook widget drive it.
 
 Subclasses compose panes and say what differs: :class:`viewer.canvas.TourCanvas` (one model) and
 :class:`viewer.compare.CompareCanvas` (two, one tour). They implement :meth:`frame_for`,
-:meth:`set_frame_for`, :meth:`set_pane_layer`, :meth:`coloring_of` and may add keys
+:meth:`set_frame_for`, :meth:`set_pane_layer`, :meth:`coloring_of`, the window's part of a saved
+view (:attr:`view_kind`, :meth:`view_params`, :meth:`set_view_params`; each pane adds its own,
+:meth:`viewer.pane.Pane.view_params`) and may add keys
 (:meth:`window_key`), panels (:meth:`layout_extras`, :meth:`draw_extras`, :meth:`press_extras`),
 per-frame work (:meth:`advance`) and what follows a pane's move along its training run
 (:meth:`checkpoint_changed`).
@@ -193,6 +195,8 @@ class TourWindow(app.Canvas):
     wall-clock timer (False for headless rendering and tests).
     """
 
+    view_kind: str | None = None  # the kind of saved view this window writes and reads (viewer.viewstate)
+
     def __init__(self, bundle, p: int, *, dims: int = 2, render_path: str = "auto", seed: int = 0,
                  speed: float | None = None, size=(1100, 820), show: bool = True, animate: bool = True,
                  device: str = "auto", title: str = "layertour"):
@@ -253,6 +257,16 @@ class TourWindow(app.Canvas):
         if self._show:
             self.show()
 
+    # ------------------------------------------------------------------ the tour's frame
+    @property
+    def frame(self) -> np.ndarray:
+        """The tour's current (p, d) float64 frame (host): the first pane's (model A's in compare)."""
+        return np.asarray(self.tour.frame, dtype=np.float64)
+
+    def set_frame(self, F) -> None:
+        """Show the tour's frame F (p, d) now (the first pane's); the tour continues from it."""
+        self.set_frame_for(self.panes[0], F)
+
     # ------------------------------------------------------------------ what subclasses provide
     def frame_for(self, pane) -> np.ndarray:
         return np.asarray(self.tour.frame, dtype=np.float64)
@@ -265,6 +279,14 @@ class TourWindow(app.Canvas):
         raise NotImplementedError
 
     def coloring_of(self, pane):
+        raise NotImplementedError
+
+    def view_params(self) -> dict:
+        """The window-owned part of a saved view (JSON-ready; see :mod:`viewer.viewstate`)."""
+        raise NotImplementedError
+
+    def set_view_params(self, d: dict, animate: bool = False) -> None:
+        """Apply a dict from :meth:`view_params` (unknown keys ignored, missing keys kept)."""
         raise NotImplementedError
 
     def pane_prefix(self, pane) -> str:
