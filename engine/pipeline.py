@@ -270,6 +270,13 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
     thumbnails, dist_info, images_done = None, None, False
     outputs: dict = {}
     try:
+        # first, so a streamed run (whose outputs land as its streams finish) lists the same order
+        if inputs.labels is not None:
+            writer.set_attribute("label", np.asarray(inputs.labels, dtype=np.int32), "categorical",
+                                 categories=list(inputs.label_names), default=True)
+        for name, spec in getattr(inputs, "attributes", {}).items():  # e.g. label_coarse
+            writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
+                                 extent=spec.get("extent"))
         collectors = {job.name: output_collector(job, inputs, backend) for job in jobs}
         hooks = None if plan is None else \
             {job.name: join_hooks(_classifier_hook(collectors[job.name]), output_hook) for job in jobs}
@@ -283,14 +290,11 @@ def prepare(jobs: Sequence[ModelJob], inputs, out: str | Path, config: PrepareCo
             streamed = _run_models(jobs, inputs, writer, config, backend, plan, output_hook, hooks,
                                    collectors, outputs, progress, timings)
             align_bundle(writer, jobs, timings)
-        if inputs.labels is not None:
-            writer.set_attribute("label", np.asarray(inputs.labels, dtype=np.int32), "categorical",
-                                 categories=list(inputs.label_names), default=True)
-        for name, spec in {**getattr(inputs, "attributes", {}), **outputs}.items():
-            writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
-                                 extent=spec.get("extent"))
         if streamed is None:
             write_outputs(writer, jobs, collectors)
+            for name, spec in outputs.items():  # the caller's hook's, after the classifier's as in a stream
+                writer.set_attribute(name, spec["values"], spec["kind"], categories=spec.get("categories"),
+                                     extent=spec.get("extent"))
         else:  # the streams wrote the outputs' attributes; the models' meta gets their summaries
             images_done = streamed["images"]
             for job in jobs:

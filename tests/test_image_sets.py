@@ -150,6 +150,28 @@ def test_prepare_on_an_imagenet_folder_records_names_and_coarse_groups(tmp_path,
     info = b.provenance["input_info"]
     assert info["skipped"] == {"count": 1, "first": ["n01440764/n01440764_9999.JPEG"]}
     assert info["check"]["images_per_s"] > 0 and "weights' categories" in info["class_names"]
+    # resnet18 is a classifier over ImageNet's 1,000 classes, of which these two folders are two:
+    # its outputs are attributes with the model's class names, judged against the folders' classes
+    pred = b.attributes["prediction"]
+    assert len(pred.categories) == 1000 and pred.categories[0] == "tench"
+    targets = np.array([0] * 6 + [134] * 6)  # tench, crane (bird)
+    np.testing.assert_array_equal(np.asarray(b.attributes["correct"].values),
+                                  (np.asarray(pred.values) == targets).astype(int))
+    conf, loss = (np.asarray(b.attributes[k].values, dtype=np.float64) for k in ("confidence", "loss"))
+    np.testing.assert_allclose(loss, -np.log(conf), rtol=1e-4)
+    assert b.models["resnet18"].meta["loss"] == pytest.approx(loss.mean(), rel=1e-5)
+    # the same attributes when the run streams (engine.outputs.ClassifierHook, chunk by chunk)
+    streamed = tmp_path / "streamed.lt"
+    assert cli_main(["prepare", "--model", "resnet18", "--weights", "none", "--images", str(root),
+                     "--layers", "fc", "--device", "cpu", "--umap-backend", "umap-learn", "--n-neighbors", "2",
+                     "--batch-size", "4", "--workers", "1", "--stream", "--fit-sample", "6",
+                     "--out", str(streamed)]) == 0
+    s = engine.load_bundle(streamed)
+    assert s.provenance["stream"] is not None
+    for k in ("prediction", "correct", "confidence", "top1_confidence", "loss"):
+        np.testing.assert_allclose(np.asarray(s.attributes[k].values), np.asarray(b.attributes[k].values),
+                                   rtol=1e-5, atol=1e-6, err_msg=k)
+    assert s.attributes["prediction"].categories == pred.categories
 
 
 def test_dask_workers_rebuild_the_clients_images_without_checking_again(tmp_path, rng):
