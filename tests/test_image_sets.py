@@ -164,8 +164,8 @@ def test_prepare_on_an_imagenet_folder_records_names_and_coarse_groups(tmp_path,
     streamed = tmp_path / "streamed.lt"
     assert cli_main(["prepare", "--model", "resnet18", "--weights", "none", "--images", str(root),
                      "--layers", "fc", "--device", "cpu", "--umap-backend", "umap-learn",
-                     "--n-neighbors", "2", "--batch-size", "4", "--workers", "1", "--stream", "--fit-sample", "6",
-                     "--out", str(streamed)]) == 0
+                     "--n-neighbors", "2", "--batch-size", "4", "--workers", "1", "--stream",
+                     "--fit-sample", "6", "--out", str(streamed)]) == 0
     s = engine.load_bundle(streamed)
     assert s.provenance["stream"] is not None
     for k in ("prediction", "correct", "confidence", "top1_confidence", "loss"):
