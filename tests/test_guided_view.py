@@ -271,6 +271,7 @@ def test_key_starts_the_climb_draws_the_badge_and_reaches_the_optimum(window):
     drawn = texts(c)
     assert "guided tour: lda by label" in drawn
     assert any(t.startswith("1−Λ ") and t.endswith("climbing") for t in drawn), drawn
+    assert any("(lda) climbing" in t for t in drawn), drawn  # the title bar says so too (elided here)
     start = lda_now(c, Xs, labels)
     run_until_finished(c)
     opt = closed_form_lda(Xs[0], labels)
@@ -282,6 +283,7 @@ def test_key_starts_the_climb_draws_the_badge_and_reaches_the_optimum(window):
     F1 = c.frame.copy()
     key(c, "u")  # off: the grand tour goes on from here
     assert type(c.tour) is GrandTour and "guided tour off" in c.current_status()
+    assert any("tour playing" in t for t in texts(c)) or any("tour paused" in t for t in texts(c))
     np.testing.assert_allclose(c.frame, F1, rtol=0, atol=1e-15)
     assert not any(t.startswith("guided tour:") for t in texts(c))
     assert ("u", G.GUIDED_HELP[0][1]) in c.help_entries

@@ -26,7 +26,7 @@ import numpy as np
 from viewer import colors as vcolors
 from viewer.pane import Pane
 from viewer.points import FADE_ALPHA, IMAGE_SCALE, PointsLayer  # noqa: F401 (re-exported for tests)
-from viewer.text import quality_text
+from viewer.text import quality_text, tour_state_text
 from viewer.timeline import accuracy_label, checkpoint_label
 from viewer.view import POINT_ALPHA, TRANSITION_SECONDS, ZOOM_RANGE, ModelView  # noqa: F401
 from viewer.window import COMMON_HELP, TourWindow
@@ -361,7 +361,7 @@ class TourCanvas(TourWindow):
     # ------------------------------------------------------------------ HUD
     def title_lines(self, lay) -> list:
         layer = self.model.layers[self.layer_index]
-        tour = "playing" if self.tour.playing else "paused"
+        tour = tour_state_text(self.tour)
         fps = f"{self._fps:4.0f} fps  ·  " if self.show_fps else ""
         head = f"{self.model.name}  ·  layer {self.layer_index + 1}/{len(self.model.layers)}  {layer.name}"
         v = self.view
@@ -374,8 +374,8 @@ class TourCanvas(TourWindow):
         if quality:
             head += f"  ·  {quality}"
         return [(head, (0.86, 0.88, 0.92, 1.0), 14),
-                (f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {fps}tour {tour} "
-                 f"{self.tour.speed:.2g} rad/s  ·  path {self.render_path}", (0.55, 0.58, 0.64, 1.0), 12)]
+                (f"N {self.bundle.n:,}  ·  p {self.p}  ·  {self.dims}-D  ·  {fps}{tour}  ·  "
+                 f"path {self.render_path}", (0.55, 0.58, 0.64, 1.0), 12)]
 
     # ------------------------------------------------------------------ saved views
     def view_params(self) -> dict:

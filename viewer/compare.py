@@ -47,6 +47,7 @@ from viewer.controllers import BrushController, HandleController, HoverControlle
 from viewer.guided import GUIDED_HELP, GuidedController
 from viewer.pane import Pane
 from viewer.points import PointsLayer
+from viewer.text import tour_state_text
 from viewer.timeline import accuracy_label, checkpoint_label
 from viewer.view import TRANSITION_SECONDS, ModelView
 from viewer.window import COMMON_HELP, TourWindow
@@ -191,7 +192,7 @@ class CompareCanvas(TourWindow):
 
     def title_lines(self, lay) -> list:
         a, b = self.panels
-        tour = "playing" if self.tour.playing else "paused"
+        tour = tour_state_text(self.tour)
 
         def name(p):
             layer = p.model.layers[p.layer_index].name
@@ -204,7 +205,7 @@ class CompareCanvas(TourWindow):
             return text
 
         return [(f"{name(a)}     |     {name(b)}", (0.86, 0.88, 0.92, 1.0), 14),
-                (f"N {self.bundle.n:,}  ·  p {self.p}  ·  one tour ({tour} {self.tour.speed:.2g} rad/s)  ·  "
+                (f"N {self.bundle.n:,}  ·  p {self.p}  ·  one {tour}  ·  "
                  f"{self.pane_name(b)} aligned to {self.pane_name(a)} by Procrustes  ·  "
                  f"path {a.points.describe()}",
                  (0.55, 0.58, 0.64, 1.0), 12)]

@@ -142,3 +142,14 @@ def quality_text(meta) -> str:
         if k and d:
             parts.append(f"PCA {d:,}→{k:,}")
     return "  ·  ".join(parts)
+
+
+def tour_state_text(tour) -> str:
+    """What the title bar says the tour does: ``tour playing 0.25 rad/s`` / ``tour paused ...``, or
+    for a guided tour (:class:`engine.tour.GuidedTour`) ``guided tour (lda) climbing 0.25 rad/s``."""
+    playing = bool(getattr(tour, "playing", False))
+    speed = f"{float(getattr(tour, 'speed', 0.0)):.2g} rad/s"
+    objective = getattr(tour, "objective", None)
+    if objective is not None:
+        return f"guided tour ({safe_text(objective.name, 24)}) {'climbing' if playing else 'paused'} {speed}"
+    return f"tour {'playing' if playing else 'paused'} {speed}"
