@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dims", type=int, default=2, choices=[2, 3])
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--window", default="800x800")
+    ap.add_argument("--window", default="800x800", help="window size WxH in pixels (default 800x800)")
     ap.add_argument("--blend", action="store_true",
                     help="keep a layer transition running (two layers read per frame), not a steady tour")
     ap.add_argument("--shader-mode", default="auto", choices=["auto", "attributes", "texture"],
@@ -201,7 +201,10 @@ def main(argv=None) -> int:
         bw, bw_src = dev[0], f"{dev[1]} (device copy, measured)"
     else:
         bw, bw_src = copy_bandwidth(np) / 1e9, "host copy (llvmpipe renders on the CPU)"
-    w, h = parse_size(args.window)
+    try:
+        w, h = parse_size(args.window)
+    except ValueError:
+        ap.error(f"--window must look like 800x600 (width x height in pixels), got {args.window!r}")
     rows = []
     renderer = None
     realign = []
