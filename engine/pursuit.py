@@ -56,6 +56,7 @@ Optimiser (``optimize`` / ``Objective.maximize``), and why:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -363,7 +364,7 @@ def _orth(G: np.ndarray) -> np.ndarray:
     return Q * np.where(np.diagonal(R) < 0, -1.0, 1.0)
 
 
-class Objective:
+class Objective(ABC):
     """One index bound to one data set, evaluated on (p, d) frames (float64 host) of the data.
 
     Built by :func:`objective`. ``value(F)`` is the index of the view X @ F (with ``sphere``: of the
@@ -401,12 +402,13 @@ class Objective:
         """The index at data frame F (p, d)."""
         return self._value(self.to_pursuit(self._frame(F, f"{self.name}.value")))
 
-    # to be provided: _value(G) -> float, _value_grad(G) -> (float, (p, d) Euclidean gradient)
+    @abstractmethod
     def _value(self, G: np.ndarray) -> float:
-        raise NotImplementedError
+        """The index at pursuit frame G (p, d)."""
 
+    @abstractmethod
     def _value_grad(self, G: np.ndarray) -> tuple[float, np.ndarray]:
-        raise NotImplementedError
+        """The index at G and its (p, d) Euclidean gradient."""
 
     def _closed_form(self, d: int) -> np.ndarray | None:
         return None

@@ -295,7 +295,10 @@ def test_optimize_holes_finds_a_planted_ring(rng):
     F = P.optimize(X, "holes", sphere=True, seed=2, restarts=6)
     assert plane_gap(F, plane) < 0.1
     obj = P.objective("holes", X, sphere=True)
-    assert obj.value(F) > obj.value(frame(p, 2, rng)) + 0.1
+    # as good as the planted plane, and far above a typical view (the median of 20 random frames:
+    # one random frame can catch part of the ring and score 0.92)
+    typical = np.median([obj.value(frame(p, 2, rng)) for _ in range(20)])
+    assert obj.value(F) >= obj.value(plane) - 1e-3 and obj.value(F) > typical + 0.1
 
 
 def test_sampled_search_is_polished_on_all_rows(rng, monkeypatch):
