@@ -146,13 +146,29 @@ def categorical_palette(k: int, groups: np.ndarray | None = None) -> np.ndarray:
             L[members] = 0.55 + 0.37 * t
             h[members] = group_hue[j] + span * (t - 0.5)
             C[members] = group_c[j] * np.where(np.arange(m) % 2 == 0, 1.0, 0.7)
-        return _rgba(oklch_to_srgb(L, C, h))
+        return _rgba(_distinct_rgb(L, C, h))
     # low-discrepancy spiral: golden-angle hue, lightness and chroma from the R2 sequence
     i = np.arange(k)
     hues = (i * 137.50776405) % 360.0
     L = 0.55 + 0.30 * ((0.5 + i * 0.7548776662) % 1.0)
     C = 0.09 + 0.08 * ((0.5 + i * 0.5698402910) % 1.0)
     return _rgba(oklch_to_srgb(L, C, hues))
+
+
+def _distinct_rgb(L: np.ndarray, C: np.ndarray, h: np.ndarray, tries: int = 40) -> np.ndarray:
+    """sRGB (k, 3) of the OKLCH colours, none equal to another in 8 bits: gamut clipping can map
+    two light colours of one hue family to the same sRGB; each later duplicate is darkened in
+    steps of 0.008 in L until it is unique (a 300-class grouped palette had one such pair)."""
+    L = np.array(L, dtype=np.float64)
+    for _ in range(tries):
+        rgb = oklch_to_srgb(L, C, h)
+        _, first, inverse = np.unique(np.round(np.asarray(rgb) * 255).astype(int), axis=0,
+                                      return_index=True, return_inverse=True)
+        dup = first[inverse.ravel()] != np.arange(len(L))
+        if not dup.any():
+            return rgb
+        L[dup] -= 0.008
+    return oklch_to_srgb(L, C, h)
 
 
 def _coprime_stride(n: int) -> int:
