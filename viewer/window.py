@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,7 +187,7 @@ class LocalEvent(SimpleNamespace):
     """A mouse event moved into a pane's plot pixels (what controllers read)."""
 
 
-class TourWindow(app.Canvas):
+class TourWindow(app.Canvas, metaclass=ABCMeta):
     """Base of the layertour windows (see the module docstring).
 
     bundle : engine.store.Bundle; p : the tour's dimension; dims : 2 or 3; render_path : auto |
@@ -275,19 +276,21 @@ class TourWindow(app.Canvas):
         self.tour.set_frame(np.asarray(F, dtype=np.float64))
         self.update()
 
+    @abstractmethod
     def set_pane_layer(self, pane, i: int, animate: bool = True) -> None:
-        raise NotImplementedError
+        """Show layer ``i`` in ``pane`` (with ``animate``: through the aligned blend)."""
 
+    @abstractmethod
     def coloring_of(self, pane):
-        raise NotImplementedError
+        """The :class:`viewer.colors.Coloring` ``pane`` draws with now."""
 
+    @abstractmethod
     def view_params(self) -> dict:
         """The window-owned part of a saved view (JSON-ready; see :mod:`viewer.viewstate`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def set_view_params(self, d: dict, animate: bool = False) -> None:
         """Apply a dict from :meth:`view_params` (unknown keys ignored, missing keys kept)."""
-        raise NotImplementedError
 
     def pane_prefix(self, pane) -> str:
         """Prefix of a pane's status messages (the compare window names the model)."""
@@ -320,8 +323,9 @@ class TourWindow(app.Canvas):
         """``pane`` now shows another checkpoint of its training run (its nearest one changed):
         colourings that depend on the checkpoint follow (subclasses)."""
 
+    @abstractmethod
     def title_lines(self, lay) -> list:
-        raise NotImplementedError
+        """The title bar's lines: ``(text, rgba, size)`` each, for layout ``lay``."""
 
     def screenshot_stem(self) -> str:
         return Path(str(self.bundle.path)).name
@@ -905,8 +909,9 @@ class TourWindow(app.Canvas):
             return False
         return True
 
+    @abstractmethod
     def cycle_coloring(self) -> None:
-        raise NotImplementedError
+        """Switch to the next attribute to colour by (the ``c`` key)."""
 
     def on_close(self, event) -> None:
         if self._timer is not None:
