@@ -72,9 +72,6 @@ def plan_groups(layer_dims: dict[str, int], n: int, budget_bytes: int) -> list[l
     """
     if budget_bytes <= 0:
         raise ValueError(f"memory budget must be positive, got {budget_bytes}")
-    groups: list[list[str]] = []
-    cur: list[str] = []
-    used = 0
     for lid, d in layer_dims.items():
         need = n * d * 4
         if need > budget_bytes:
@@ -82,6 +79,16 @@ def plan_groups(layer_dims: dict[str, int], n: int, budget_bytes: int) -> list[l
                 f"layer {lid}: its activations need {need:,} bytes ({n:,} × {d:,} float32), more than the "
                 f"memory budget of {budget_bytes:,} bytes; lower max_dim, use fewer inputs or a larger budget"
             )
+    return pack_in_order({lid: n * d * 4 for lid, d in layer_dims.items()}, budget_bytes)
+
+
+def pack_in_order(needs: dict[str, int], budget_bytes: int) -> list[list[str]]:
+    """Consecutive groups of the ids of ``needs`` (id -> bytes, in order) whose sums fit
+    ``budget_bytes``; an id that alone needs more gets a group of its own."""
+    groups: list[list[str]] = []
+    cur: list[str] = []
+    used = 0
+    for lid, need in needs.items():
         if cur and used + need > budget_bytes:
             groups.append(cur)
             cur, used = [], 0

@@ -162,7 +162,7 @@ def plan_stream(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, backend
     that cannot hold a useful plan raises :class:`engine.activations.MemoryBudgetError` stating
     the bytes needed.
     """
-    from engine.activations import MemoryBudgetError, layer_dims
+    from engine.activations import MemoryBudgetError, layer_dims, pack_in_order
 
     if config.stream is False:
         return None
@@ -252,7 +252,8 @@ def plan_stream(jobs: Sequence[ModelJob], inputs, config: PrepareConfig, backend
     stream_groups = {}
     for name, ds in dims.items():
         free = usable - est["fitted_models"] - est["chunk_buffers"] - est["transform_work"]
-        stream_groups[name] = _batch_groups(ds, bs, max(free, 1))
+        # what one batch of the group keeps: 3 copies of each layer's (bs, D) float32 activations
+        stream_groups[name] = pack_in_order({lid: 3 * bs * d * 4 for lid, d in ds.items()}, max(free, 1))
     return StreamPlan(budget=budget, fit_sample=m, chunk=chunk, trust_sample=trust, dims=dims,
                       reduced=reduced, sample_budget=sample_budget, stream_groups=stream_groups, estimate=est,
                       why=why, batch_size=bs)
@@ -267,21 +268,6 @@ def _parts(est: dict) -> str:
              ("fit_work", "fitting it"), ("stream_batch", "one batch"), ("transform_work", "a transform"),
              ("quality_rows", "trustworthiness rows"))
     return ", ".join(f"{label} {est[k] / 2**20:,.0f} MiB" for k, label in names)
-
-
-def _batch_groups(ds: dict, bs: int, budget: int) -> list[list[str]]:
-    """Consecutive layer groups whose per-batch activations (3 copies of bs x D x 4 bytes) fit."""
-    groups, cur, used = [], [], 0
-    for lid, d in ds.items():
-        need = 3 * bs * d * 4
-        if cur and used + need > budget:
-            groups.append(cur)
-            cur, used = [], 0
-        cur.append(lid)
-        used += need
-    if cur:
-        groups.append(cur)
-    return groups
 
 
 # ------------------------------------------------------------------------------------------- fit
