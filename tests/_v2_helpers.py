@@ -82,3 +82,26 @@ def edge_distance(px, poly):
         t = np.clip(((px - a) @ ab) / max(ab @ ab, 1e-12), 0, 1)
         d = np.minimum(d, np.linalg.norm(px - (a + t[:, None] * ab), axis=1))
     return d
+
+
+def record_compare_windows(monkeypatch) -> list:
+    """Make ``layertour view --compare`` open its windows hidden and without an event loop; returns
+    the list each new CompareCanvas is appended to (for the test to inspect and close)."""
+    import os
+
+    import vispy.app
+
+    import viewer.compare
+
+    opened = []
+
+    class Recorded(viewer.compare.CompareCanvas):
+        def __init__(self, *args, **kwargs):
+            kwargs["show"] = False
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(viewer.compare, "CompareCanvas", Recorded)
+    monkeypatch.setattr(vispy.app, "run", lambda: None)
+    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+    return opened

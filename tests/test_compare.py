@@ -8,7 +8,7 @@ import csv
 
 import numpy as np
 import pytest
-from _v2_helpers import CLASS_NAMES, random_frame
+from _v2_helpers import CLASS_NAMES, random_frame, record_compare_windows
 
 pytestmark = pytest.mark.gl
 
@@ -389,24 +389,11 @@ def test_study_data_compare_renders_headless(study_data, tmp_path):
 
 
 def test_view_compare_opens_both_models_at_the_matching_layer(cmp, monkeypatch):
-    import os
 
-    import vispy.app
 
-    import viewer.compare
     from engine.cli import main
 
-    opened = []
-
-    class Recorded(viewer.compare.CompareCanvas):
-        def __init__(self, *args, **kwargs):
-            kwargs["show"] = False
-            super().__init__(*args, **kwargs)
-            opened.append(self)
-
-    monkeypatch.setattr(viewer.compare, "CompareCanvas", Recorded)
-    monkeypatch.setattr(vispy.app, "run", lambda: None)
-    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+    opened = record_compare_windows(monkeypatch)
     try:
         assert main(["view", str(cmp.bundle.path), "--compare", "alpha", "beta", "--layer", "3-A"]) == 0
         (c,) = opened

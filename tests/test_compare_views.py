@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from _v2_helpers import random_frame
+from _v2_helpers import random_frame, record_compare_windows
 from test_compare import LB, SIZE, N, P, key, make_pair_bundle
 
 pytestmark = pytest.mark.gl
@@ -268,12 +268,9 @@ def test_single_and_compare_views_do_not_cross(pair, tmp_path, rng):
 
 
 def test_render_and_view_with_state_and_compare(pair, tmp_path, rng, monkeypatch, capsys):
-    import os
 
     import imageio.v3 as iio
-    import vispy.app
 
-    import viewer.compare
     from engine.cli import main
     from viewer import viewstate
 
@@ -311,17 +308,7 @@ def test_render_and_view_with_state_and_compare(pair, tmp_path, rng, monkeypatch
     assert "single.json: field 'kind' is 'single'" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
     # the desktop window: --compare A B --state FILE opens in the saved view, and o reads that file
-    opened = []
-
-    class Recorded(viewer.compare.CompareCanvas):
-        def __init__(self, *args, **kwargs):
-            kwargs["show"] = False
-            super().__init__(*args, **kwargs)
-            opened.append(self)
-
-    monkeypatch.setattr(viewer.compare, "CompareCanvas", Recorded)
-    monkeypatch.setattr(vispy.app, "run", lambda: None)
-    monkeypatch.setenv("DISPLAY", os.environ.get("DISPLAY", ":0"))
+    opened = record_compare_windows(monkeypatch)
     try:
         assert main(["view", bundle, "--compare", "alpha", "beta", "--state", str(path)]) == 0
         (w,) = opened
